@@ -1,0 +1,168 @@
+"""The files the stages hand to each other, as typed models, and the names of every file.
+
+quantize writes ``hubpub_manifest.json`` and ``hubpub_recipe.toml``; validate writes
+``hubpub_metrics.json``; card writes ``README.md`` (+ plots); push uploads the folder.
+Keeping the schemas here lets card and push read what quantize and validate wrote without
+importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST = "hubpub_manifest.json"
+RECIPE_COPY = "hubpub_recipe.toml"
+METRICS = "hubpub_metrics.json"
+CARD = "README.md"
+ASSETS_DIR = "assets"  # plots and grounding images, linked from the card
+
+
+class Artifact(BaseModel):
+    # extra="allow": a newer hubpub may add fields; an older one must still read the file
+    model_config = ConfigDict(extra="allow")
+
+    @classmethod
+    def read(cls, path: Path):  # type: ignore[no-untyped-def]
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+    def write(self, path: Path) -> None:
+        write_atomic(Path(path), self.model_dump_json(indent=2, by_alias=True) + "\n")
+
+
+# ----------------------------------------------------------------------------- manifest
+class TensorGroup(BaseModel):
+    """One line of the inventory: a name pattern and what happened to its tensors."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pattern: str  # e.g. "model.layers.*.self_attn.q_proj" or "vision_model.*"
+    action: Literal["quantized", "kept"]
+    tensors: int  # tensors in the base checkpoint matched by this group
+    linears: int = 0  # quantized groups: linear layers quantized
+    packed_tensors: int = 0  # quantized groups: tensors written (qweight, scales, qzeros, ...)
+    bytes_before: int
+    bytes_after: int
+    dtype: str | None = None  # kept groups: stored dtype
+
+
+class Manifest(Artifact):
+    hubpub_version: str
+    recipe_hash: str  # hash of the quantize-relevant recipe sections + the source fingerprint
+    source: dict[str, Any]  # {"kind", "location", "revision", "fingerprint"}
+    model_name: str
+    model_type: str  # config.model_type of the full model
+    architecture: str  # config.architectures[0] of the full model
+    task: Literal["causal-lm", "image-text-to-text", "custom"]
+    trust_remote_code: bool = False
+    method: str
+    bits: int
+    group_size: int
+    sym: bool
+    format: str
+    iters: int
+    nsamples: int
+    seqlen: int
+    split_prefix: str | None = None
+    block_name_to_quantize: str | None = None
+    groups: list[TensorGroup]
+    tensors_before: int
+    tensors_after: int
+    linears_quantized: int
+    bytes_before: int  # weight bytes of the base checkpoint (BF16)
+    bytes_after: int  # weight bytes of the quantized checkpoint
+    timings: dict[str, float]  # seconds: load, calibrate/quantize, export, repack, total
+    versions: dict[str, str]  # torch, transformers, auto_round, hubpub, python
+    device: str
+    files: list[str] = Field(default_factory=list)  # files of the release folder written by quantize
+
+
+# ----------------------------------------------------------------------------- metrics
+class ModelMetrics(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    weight_bytes: int
+    peak_memory_bytes: int | None = None
+    memory_kind: str = "peak_rss_above_baseline"  # or "cuda_max_allocated"
+    load_s: float | None = None
+    latency_s: float | None = None  # median per call after warm-up
+    tokens_per_s: float | None = None
+    validity: float | None = None  # fraction of modes whose output passed its checks
+
+
+class ModeResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    mode: str
+    model: Literal["base", "quantized"]
+    ok: bool
+    expected: str
+    output: str
+    latency_s: float | None = None
+    problem: str | None = None
+
+
+class EvalResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    kind: str
+    # headline numbers, e.g. {"perplexity": {"base": 12.1, "quantized": 12.6}}
+    metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    per_class: list[dict[str, Any]] = Field(default_factory=list)
+    images: list[str] = Field(default_factory=list)  # relative to the release folder
+
+
+class GateResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    threshold: float
+    value: float | None
+    passed: bool
+
+
+class Sample(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    mode: str
+    prompt: str
+    base: str
+    quantized: str
+
+
+class Metrics(Artifact):
+    hubpub_version: str
+    recipe_hash: str  # the manifest's recipe_hash this was measured on
+    passed: bool
+    environment: dict[str, Any]  # device, torch, transformers, auto_round, python, cpu/gpu name
+    base: ModelMetrics | None = None
+    quantized: ModelMetrics
+    modes: list[ModeResult] = Field(default_factory=list)
+    evals: list[EvalResult] = Field(default_factory=list)
+    gates: list[GateResult] = Field(default_factory=list)
+    samples: list[Sample] = Field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- helpers
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write a file so that readers see the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(text, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if isinstance(text, bytes) else {"encoding": "utf-8"})) as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
