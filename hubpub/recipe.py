@@ -66,7 +66,8 @@ def looks_like_repo_id(value: str) -> bool:
 class Section(BaseModel):
     """Base of every recipe table: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # strict: TOML has real booleans and numbers, so "yes" for a bool is a mistake, not a bool
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
 
 
 # ----------------------------------------------------------------------------- [model]
@@ -195,7 +196,7 @@ class ChatMessage(Section):
 class Expect(Section):
     """What a generation mode's output must look like."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True, strict=True)
 
     nonempty: bool = True
     no_replacement_char: bool = True
@@ -372,7 +373,7 @@ class Recipe(Section):
     card: CardSection = Field(default_factory=CardSection)
     push: PushSection = Field(default_factory=PushSection)
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True, strict=True)
 
     _path: Path = PrivateAttr(default=Path("recipe.toml"))
     _text: str = PrivateAttr(default="")
@@ -509,9 +510,26 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(p for p in loc if isinstance(p, int) or not re.match(r"^(str|list\[.*\]|none|int|float|bool)$", str(p)))
 
 
+def _pick_error(errors: list[Any]) -> tuple[Any, int]:
+    """The error to show, and how many other problems there are.
+
+    A value that fits no member of a union (prompt = text | chat messages) yields one error per
+    member; the deepest one says what is really wrong, the others are noise.
+    """
+    first = errors[0]
+    if _clean_loc(tuple(first["loc"])) == tuple(first["loc"]):
+        roots = {_clean_loc(tuple(e["loc"]))[: len(first["loc"])] for e in errors}
+        return first, len(roots) - 1
+    root = _clean_loc(tuple(first["loc"]))
+    siblings = [e for e in errors if _clean_loc(tuple(e["loc"]))[: len(root)] == root]
+    deepest = max(siblings, key=lambda e: len(e["loc"]))
+    others = {_clean_loc(tuple(e["loc"]))[: len(root)] for e in errors if e not in siblings}
+    return deepest, len(others)
+
+
 def _validation_error(shown: str, text: str, exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
-    err = errors[0]
+    err, n_more = _pick_error(errors)
     loc = _clean_loc(tuple(err["loc"]))
     field = _field_path(loc) if loc else ""
     etype = err["type"]
@@ -544,13 +562,21 @@ def _validation_error(shown: str, text: str, exc: ValidationError) -> str:
         msg = str(err["msg"]).removeprefix("Value error, ")
     line = _find_line(text, loc)
     where = f"{shown}:{line}" if line else shown
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    more = f" (and {n_more} more problem{'s' if n_more > 1 else ''})" if n_more else ""
     return f"{where}: {field + ': ' if field else ''}{msg}{more}"
 
 
 def _find_line(text: str, loc: tuple[Any, ...]) -> int | None:
-    """Best effort: the line of the TOML key at loc (or of its table), 1-based."""
+    """Best effort: the line of the TOML key at loc, else of its closest parent, 1-based."""
     keys = [str(p) for p in loc if not isinstance(p, int)]
+    for n in range(len(keys), 0, -1):
+        line = _find_key_line(text, keys[:n])
+        if line:
+            return line
+    return None
+
+
+def _find_key_line(text: str, keys: list[str]) -> int | None:
     if not keys:
         return None
     # the table the key lives in, as written in a header: 'quantize.split', 'validate.modes'
@@ -575,4 +601,9 @@ def _find_line(text: str, loc: tuple[Any, ...]) -> int | None:
             return n
         if keys[-1] == m.group(1) and ".".join(keys[:-1]).startswith(current) and current:
             return n
+    if table_line is None and not table:
+        # a table only present through its sub-tables, e.g. [[validate.modes]] for 'validate'
+        for n, raw in enumerate(text.splitlines(), 1):
+            if re.match(rf"^\[\[?\s*{re.escape(key)}[.\]]", raw.strip()):
+                return n
     return table_line

@@ -12,6 +12,7 @@ from . import validate_cmd  # noqa: E402,F401
 from . import card_cmd  # noqa: E402,F401
 from . import push_cmd  # noqa: E402,F401
 from . import release_cmd  # noqa: E402,F401
+from . import check_cmd  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:
