@@ -1,0 +1,85 @@
+"""Calibration texts for AutoRound: read, tokenize, cut into chunks of at least ``seqlen`` tokens.
+
+Sources: a .jsonl file (one object per line with a "text" field), a .txt file (the whole file
+is one text), or ``builtin:pydoc`` (the language reference that ships with CPython, so
+quantizing needs no download). AutoRound drops any text shorter than seqlen and exits the
+process when none is left; we check first and raise a one-line QuantizeError instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import QuantizeError
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Calibration:
+    texts: list[str]  # each re-encodes to >= seqlen tokens
+    source: str
+    total_tokens: int
+    available: int  # chunks the corpus could give
+
+
+def read_texts(recipe: "Recipe", name: str | None = None, field: str = "quantize.calibration") -> list[str]:
+    """The raw texts of a corpus named in the recipe (also used by evals)."""
+    name = name or recipe.quantize.calibration
+    if name == "builtin:pydoc":
+        from pydoc_data.topics import topics
+
+        return [topics[k] for k in sorted(topics)]
+    path = recipe.resolve(name)
+    if not path.is_file():
+        raise QuantizeError(f"{field}: file {path} not found; give a .jsonl file with a \"text\" field, a .txt file, or builtin:pydoc")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise QuantizeError(f"{field}: {path} is not UTF-8 text; save it as UTF-8") from None
+    if path.suffix == ".txt":
+        return [raw]
+    texts = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise QuantizeError(f"{field}: {path}:{n}: not valid JSON; each line must be an object like {{\"text\": \"...\"}}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise QuantizeError(f"{field}: {path}:{n}: needs a string field \"text\"")
+        texts.append(row["text"])
+    return texts
+
+
+def build_calibration(recipe: "Recipe", tokenizer: Any) -> Calibration:
+    """Chunks of >= seqlen tokens (after decode and re-encode), at most nsamples of them."""
+    q = recipe.quantize
+    seqlen, wanted = q.seqlen, q.nsamples
+    texts = read_texts(recipe)
+    ids: list[int] = []
+    sep = tokenizer.eos_token_id
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if sep is not None:
+            ids.append(sep)
+    # decode + re-encode can merge tokens and come out shorter: cut with a margin
+    step = seqlen + max(8, seqlen // 8)
+    chunks: list[str] = []
+    for start in range(0, len(ids) - step + 1, step):
+        text = tokenizer.decode(ids[start : start + step])
+        if len(tokenizer(text)["input_ids"]) >= seqlen:
+            chunks.append(text)
+            if len(chunks) == wanted:
+                break
+    if not chunks:
+        raise QuantizeError(
+            f"quantize.calibration: {q.calibration} has {len(ids)} tokens, fewer than quantize.seqlen = {seqlen}"
+            f" (+{step - seqlen} margin) needs for one sample; use a longer corpus or lower quantize.seqlen"
+        )
+    return Calibration(texts=chunks, source=q.calibration, total_tokens=len(ids), available=len(chunks))

@@ -1,0 +1,321 @@
+"""The template context: everything a card template may use, computed from recipe + manifest + metrics.
+
+Templates only lay out; every number, delta, verdict and snippet choice is decided here so a
+user template gets them for free. Iteration orders are fixed (sorted or schema order) so the
+same inputs render the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import ASSETS_DIR, CARD, Manifest, Metrics
+from ..recipe import Recipe
+from .history import History
+from .numbers import DASH, Row, human_bytes, human_seconds, tldr_rows
+from .plots import Plot
+
+METHOD_NAMES = {"autoround": "AutoRound", "rtn": "RTN"}
+# What a user needs installed to load each export format with transformers.
+FORMAT_INSTALL = {
+    "auto_round": "auto-round",
+    "auto_gptq": "gptqmodel optimum",
+    "auto_awq": "autoawq",
+    "llm_compressor": "compressed-tensors",
+}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+DEFAULT_PROMPT = "Explain in one sentence what weight quantization does."
+
+
+def scheme(manifest: Manifest) -> str:
+    return f"W{manifest.bits}A16"
+
+
+def build_context(
+    recipe: Recipe,
+    manifest: Manifest,
+    metrics: Metrics,
+    *,
+    output_dir: Path,
+    recipe_toml: str,
+    card_data: Any,
+    plots: list[Plot],
+    history: History | None,
+) -> dict[str, Any]:
+    rows = tldr_rows(metrics, manifest.bytes_before)
+    method = METHOD_NAMES.get(manifest.method, manifest.method)
+    name = recipe.model.display_name or manifest.model_name
+    title = recipe.card.title or f"{name} {method} {scheme(manifest)}"
+    base_model = card_data.base_model
+    verdict = accuracy_verdict(rows, metrics)
+    return {
+        "title": title,
+        "model": {
+            "name": name,
+            "repo_id": recipe.push.repo_id or f"<your-namespace>/{title.replace(' ', '-')}",
+            "base_model": base_model,
+            "base_model_url": f"https://huggingface.co/{base_model}",
+            "task": manifest.task,
+            "architecture": manifest.architecture,
+            "model_type": manifest.model_type,
+            "trust_remote_code": manifest.trust_remote_code,
+        },
+        "quant": {
+            "method": method,
+            "scheme": scheme(manifest),
+            "bits": manifest.bits,
+            "group_size": manifest.group_size,
+            "sym": manifest.sym,
+            "format": manifest.format,
+            "iters": manifest.iters,
+            "nsamples": manifest.nsamples,
+            "seqlen": manifest.seqlen,
+            "device": manifest.device,
+            "total_time": human_seconds(manifest.timings.get("total")),
+        },
+        "summary": recipe.card.summary or summary_sentence(title, method, manifest, rows, base_model, verdict),
+        "verdict": verdict,
+        "passed": metrics.passed,
+        "tldr": rows,
+        "inventory": inventory(manifest),
+        "recipe_toml": recipe_toml.rstrip("\n"),
+        "usage": usage(recipe, manifest),
+        "evals": evals(metrics),
+        "modes": mode_table(metrics),
+        "gates": [
+            {"name": g.name, "threshold": g.threshold, "value": DASH if g.value is None else f"{g.value:.4g}", "passed": g.passed}
+            for g in metrics.gates
+        ],
+        "samples": [
+            {"mode": s.mode, "prompt": cell(s.prompt), "base": cell(s.base), "quantized": cell(s.quantized)} for s in metrics.samples
+        ],
+        "plots": [{"title": p.title, "path": f"{ASSETS_DIR}/{p.name}"} for p in plots],
+        "files_tree": files_tree(output_dir, [f"{ASSETS_DIR}/{p.name}" for p in plots]),
+        "caveats": caveats(recipe, manifest, metrics),
+        "credits": list(recipe.card.credits),
+        "license": {
+            "id": card_data.license,
+            "name": getattr(card_data, "license_name", None),
+            "link": getattr(card_data, "license_link", None),
+        },
+        "history": history,
+        "environment": {k: metrics.environment[k] for k in sorted(metrics.environment)},
+        "versions": {k: manifest.versions[k] for k in sorted(manifest.versions)},
+    }
+
+
+def cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    # < and > escaped: outputs like <box>1,2,3,4</box> would vanish as unknown HTML tags
+    escaped = text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return escaped.replace("\r", "").strip().replace("\n", "<br>") or "(empty)"
+
+
+def accuracy_verdict(rows: list[Row], metrics: Metrics) -> str:
+    failed = [g for g in metrics.gates if not g.passed]
+    if failed:
+        gates = ", ".join(f"{g.name} = {DASH if g.value is None else f'{g.value:.4g}'} (limit {g.threshold:g})" for g in failed)
+        gate_text = f"it FAILED {len(failed)} of {len(metrics.gates)} quality gates: {gates}"
+    elif len(metrics.gates) == 1:
+        gate_text = f"it passed its quality gate ({metrics.gates[0].name})"
+    elif metrics.gates:
+        gate_text = f"it passed all {len(metrics.gates)} quality gates"
+    else:
+        gate_text = "no quality gates were set"
+    compared = [r for r in rows if r.key.startswith("eval:") and r.left is not None and r.right is not None]
+    if compared:
+        head = compared[0]
+        return f"{head.label} {head.left_text} → {head.right_text} ({head.delta_text}); {gate_text}"
+    return gate_text
+
+
+def summary_sentence(title: str, method: str, manifest: Manifest, rows: list[Row], base_model: str, verdict: str) -> str:
+    by_key = {r.key: r for r in rows}
+    parts = []
+    for key, what in (("weight_bytes", "on disk"), ("peak_memory_bytes", "in memory at runtime")):
+        row = by_key.get(key)
+        if row is None or row.relative is None:
+            continue
+        change = f"{abs(row.relative) * 100:.0f} % {'smaller' if row.relative <= 0 else 'larger'}"
+        parts.append(f"{change} {what} ({row.left_text} → {row.right_text})")
+    measured = f": {' and '.join(parts)}" if parts else ""
+    return (
+        f"**{title}** is a {manifest.bits}-bit {method} quantization of [{base_model}](https://huggingface.co/{base_model})"
+        f"{measured}. Accuracy: {verdict}."
+    )
+
+
+def inventory(manifest: Manifest) -> dict[str, Any]:
+    quantized = [g for g in manifest.groups if g.action == "quantized"]
+    kept = [g for g in manifest.groups if g.action == "kept"]
+    per_group = {g.linears for g in quantized}
+    if quantized and len(per_group) == 1 and next(iter(per_group)) > 0:
+        layers = next(iter(per_group))
+        headline = (
+            f"{layers} decoder layers × {len(quantized)} linears = {manifest.linears_quantized} linears"
+            f" → {sum(g.packed_tensors for g in quantized)} tensors"
+        )
+    else:
+        headline = f"{manifest.linears_quantized} linears → {sum(g.packed_tensors for g in quantized)} tensors"
+    return {
+        "headline": headline,
+        "quantized": [
+            {
+                "pattern": g.pattern,
+                "linears": g.linears,
+                "tensors": g.tensors,
+                "packed_tensors": g.packed_tensors,
+                "before": human_bytes(g.bytes_before),
+                "after": human_bytes(g.bytes_after),
+            }
+            for g in quantized
+        ],
+        "kept": [
+            {"pattern": g.pattern, "tensors": g.tensors, "dtype": g.dtype or "bf16", "size": human_bytes(g.bytes_after)}
+            for g in kept
+        ],
+        "kept_tensors": sum(g.tensors for g in kept),
+        "tensors_before": manifest.tensors_before,
+        "tensors_after": manifest.tensors_after,
+        "bytes_before": human_bytes(manifest.bytes_before),
+        "bytes_after": human_bytes(manifest.bytes_after),
+        "split_prefix": manifest.split_prefix,
+        "block_name_to_quantize": manifest.block_name_to_quantize,
+    }
+
+
+def usage(recipe: Recipe, manifest: Manifest) -> dict[str, Any]:
+    """Which snippet fits: causal LM, image-text, or a trust_remote_code custom model."""
+    mode = next((m for m in recipe.validate.modes if isinstance(m.prompt, str)), None)
+    prompt = mode.prompt if mode else DEFAULT_PROMPT
+    transformers = manifest.versions.get("transformers")
+    install = f"transformers>={transformers}" if transformers else "transformers"
+    return {
+        "kind": manifest.task,
+        # JSON string literals are valid Python and use the double quotes the snippet uses
+        "prompt_literal": json.dumps(prompt, ensure_ascii=False),
+        "image_literal": json.dumps(Path(mode.images[0]).name if mode and mode.images else "image.jpg"),
+        "trust_remote_code": manifest.trust_remote_code,
+        "install": f'pip install "{install}" {FORMAT_INSTALL.get(manifest.format, "")}'.rstrip(),
+        "max_new_tokens": recipe.validate.max_new_tokens,
+    }
+
+
+def evals(metrics: Metrics) -> list[dict[str, Any]]:
+    from .numbers import eval_rows
+
+    out = []
+    for ev in metrics.evals:
+        rows = [r for r in eval_rows(metrics) if r.key.startswith(f"eval:{ev.name}:")]
+        out.append({"name": ev.name, "kind": ev.kind, "rows": rows, "per_class": per_class(ev.per_class), "images": list(ev.images)})
+    return out
+
+
+def per_class(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A table from free-form per-class dicts; base_X/quantized_X pairs get a delta column."""
+    if not entries:
+        return None
+    flat = [_flatten_one(e) for e in entries]
+    columns = list(dict.fromkeys(k for e in flat for k in e))
+    pairs = [c[len("quantized_"):] for c in columns if c.startswith("quantized_") and f"base_{c[len('quantized_'):]}" in columns]
+    header = [c.replace("_", " ") for c in columns] + [f"Δ {p.replace('_', ' ')}" for p in pairs]
+    rows = []
+    for entry in flat:
+        values = [_cell_value(entry.get(c)) for c in columns]
+        for p in pairs:
+            b, q = entry.get(f"base_{p}"), entry.get(f"quantized_{p}")
+            values.append(f"{q - b:+.3f}" if isinstance(b, (int, float)) and isinstance(q, (int, float)) else DASH)
+        rows.append(values)
+    return {"header": header, "rows": rows}
+
+
+def _flatten_one(entry: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}_{inner}": v for inner, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _cell_value(value: Any) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return cell(str(value))
+
+
+def mode_table(metrics: Metrics) -> list[dict[str, str]]:
+    by_mode: dict[str, dict[str, Any]] = {}
+    for result in metrics.modes:
+        by_mode.setdefault(result.mode, {})[result.model] = result
+    table = []
+    for mode, results in by_mode.items():
+        base, quant = results.get("base"), results.get("quantized")
+        problem = next((r.problem for r in (quant, base) if r is not None and r.problem), None)
+        table.append(
+            {
+                "mode": mode,
+                "expected": cell(next(r.expected for r in results.values())),
+                "base": DASH if base is None else ("pass" if base.ok else "FAIL"),
+                "quantized": DASH if quant is None else ("pass" if quant.ok else "FAIL"),
+                "problem": cell(problem) if problem else "",
+            }
+        )
+    return table
+
+
+def caveats(recipe: Recipe, manifest: Manifest, metrics: Metrics) -> list[str]:
+    notes = list(recipe.card.caveats)
+    if manifest.split_prefix:
+        notes.append(
+            f"Only the text decoder (`{manifest.split_prefix}*`) is quantized; everything else stays in BF16"
+            " (see *What is quantized*)."
+        )
+    if manifest.trust_remote_code:
+        notes.append("This model runs custom code from the repository (`trust_remote_code=True`): read the `.py` files first.")
+    if not metrics.passed:
+        notes.append("This checkpoint did NOT pass all of its quality gates (see *Evaluation*).")
+    memory_kind = metrics.quantized.memory_kind
+    device = str(metrics.environment.get("device", ""))
+    if not memory_kind.startswith("cuda") and metrics.quantized.peak_memory_bytes is not None:
+        notes.append(f"Memory and latency were measured on {device or 'CPU'}; GPU numbers differ.")
+    return notes
+
+
+def files_tree(output_dir: Path, extra: list[str]) -> str:
+    """The release folder as a tree (what push uploads), with the card and plots included."""
+    paths = set(extra) | {CARD}
+    if output_dir.is_dir():
+        for root, dirs, files in os.walk(output_dir):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            rel_root = Path(root).relative_to(output_dir)
+            paths.update((rel_root / f).as_posix() for f in files if not f.startswith("."))
+    tree: dict[str, Any] = {}
+    for path in sorted(paths):
+        node = tree
+        for part in path.split("/")[:-1]:
+            node = node.setdefault(part + "/", {})
+        node[path.split("/")[-1]] = output_dir / path
+    lines = ["."]
+    _walk(tree, "", lines)
+    return "\n".join(lines)
+
+
+def _walk(node: dict[str, Any], indent: str, lines: list[str]) -> None:
+    items = sorted(node.items())
+    for i, (name, value) in enumerate(items):
+        last = i == len(items) - 1
+        label = name
+        if isinstance(value, Path) and name.endswith(WEIGHT_SUFFIXES) and value.is_file():
+            label = f"{name}  ({human_bytes(value.stat().st_size)})"
+        lines.append(f"{indent}{'└── ' if last else '├── '}{label}")
+        if isinstance(value, dict):
+            _walk(value, indent + ("    " if last else "│   "), lines)

@@ -1,0 +1,216 @@
+"""The quantize stage: base model -> a loadable W4A16 release folder, built atomically.
+
+``quantize(recipe)`` locates the base (hubpub.source), extracts the text decoder when
+``[quantize.split]`` is set, runs AutoRound / RTN (driver.py), writes the release checkpoint by
+streaming tensors (kept ones copied from the base bit-for-bit, manifest.py accounts for each),
+and moves the finished folder into ``recipe.output_path``. A run with the same recipe and source
+reuses a finished output unless ``force``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..artifacts import MANIFEST, RECIPE_COPY, Manifest, read_json, write_atomic
+from ..errors import QuantizeError
+
+if TYPE_CHECKING:
+    from ..recipe import Recipe
+
+# formats transformers reloads on CPU here (auto_gptq through auto-round's kernels)
+VERIFIABLE_FORMATS = ("auto_round", "auto_gptq")
+
+
+@dataclass
+class QuantizeResult:
+    output_dir: Path
+    manifest: Manifest
+    reused: bool
+    base_dir: Path | None  # None when the finished output was reused
+
+    @property
+    def ratio(self) -> float:
+        return self.manifest.bytes_before / max(self.manifest.bytes_after, 1)
+
+
+def recipe_hash(recipe: "Recipe", fingerprint: str) -> str:
+    return hashlib.sha256(f"{recipe.section_hash('model', 'quantize')}\n{fingerprint}".encode()).hexdigest()
+
+
+def quantize(recipe: "Recipe", *, force: bool = False, progress: bool = True) -> QuantizeResult:
+    from ..source import locate_source, materialize
+    from .driver import check_format_available
+
+    started = time.perf_counter()
+    out = recipe.output_path
+    check_format_available(recipe.quantize.format)
+    source = locate_source(recipe)
+    wanted_hash = recipe_hash(recipe, source.fingerprint)
+    previous = _previous_manifest(out)
+    if previous is not None and previous.recipe_hash == wanted_hash and not force:
+        return QuantizeResult(out, previous, reused=True, base_dir=None)
+
+    t = time.perf_counter()
+    base_dir = materialize(recipe, source)
+    timings = {"source": time.perf_counter() - t}
+    work = recipe.work_path
+    work.mkdir(parents=True, exist_ok=True)
+    for stale in work.glob("build-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    build = work / f"build-{os.getpid()}"
+    build.mkdir()
+    saved_ar = os.environ.get("AR_WORK_SPACE")
+    os.environ.setdefault("AR_WORK_SPACE", str(build / ".ar_work_space"))  # AutoRound litters the cwd otherwise
+    try:
+        manifest = _build(recipe, source, base_dir, build, wanted_hash, timings, progress)
+        manifest.timings["total"] = time.perf_counter() - started
+        manifest.write(build / MANIFEST)
+        _move_into_place(build, out, work)
+    finally:
+        if saved_ar is None:
+            os.environ.pop("AR_WORK_SPACE", None)
+        shutil.rmtree(build, ignore_errors=True)
+    return QuantizeResult(out, manifest, reused=False, base_dir=base_dir)
+
+
+def _previous_manifest(out: Path) -> Manifest | None:
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise QuantizeError(f"output_dir: {out} is a file; point output_dir at a folder")
+    if not (out / MANIFEST).is_file():
+        if any(out.iterdir()):
+            raise QuantizeError(f"output_dir: {out} exists and is not a hubpub output (no {MANIFEST}); move it away or set another output_dir")
+        return None
+    try:
+        return Manifest.read(out / MANIFEST)
+    except ValueError:
+        return None  # unreadable manifest of ours: rebuild
+
+
+def _move_into_place(build: Path, out: Path, work: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    old = work / f"replaced-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(build, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: str, timings: dict[str, float], progress: bool) -> Manifest:
+    from . import driver
+    from .manifest import account
+    from .split import copy_side_files, decoder_names, identity_names, loaded_block_path, rename_block_path, sub_config, write_decoder
+    from .tensors import tensor_refs, write_streamed
+
+    q = recipe.quantize
+    config = read_json(base_dir / "config.json")
+    refs = tensor_refs(base_dir)
+    t = time.perf_counter()
+    if q.split:
+        names = decoder_names(refs, q.split.prefix)
+        decoder_config = sub_config(config, q.split.config_key, q.split.architecture)
+        decoder_dir = build / ".decoder"
+        write_decoder(base_dir, names, refs, decoder_config, decoder_dir)
+        timings["extract"] = time.perf_counter() - t
+    else:
+        names = identity_names(refs)
+        decoder_dir = base_dir
+    qdir = build / ".quantized"
+    ran = driver.run(recipe, decoder_dir, qdir, to_full=names.to_full, progress=progress,
+                     trust_remote_code=recipe.model.trust_remote_code and not q.split)
+    timings.update(ran.timings)
+
+    t = time.perf_counter()
+    qrefs = tensor_refs(qdir)
+    inventory = account(refs, names, qrefs)
+    files = write_streamed(inventory.outputs, build)
+    qconfig = read_json(qdir / "config.json")["quantization_config"]
+    block_path = qconfig.get("block_name_to_quantize")
+    if q.split:
+        loaded = loaded_block_path(base_dir, {names.to_decoder[f]: r for f, r in refs.items() if f in names.to_decoder},
+                                   int(decoder_config["num_hidden_layers"]), recipe.model.trust_remote_code)
+        qconfig = rename_block_path(qconfig, "model.layers", loaded)
+        block_path = loaded
+        config["quantization_config"] = qconfig
+        write_atomic(build / "config.json", json.dumps(config, indent=2) + "\n")
+        if (qdir / "quantization_config.json").is_file():
+            write_atomic(build / "quantization_config.json", json.dumps(rename_block_path(read_json(qdir / "quantization_config.json"), "model.layers", loaded), indent=2) + "\n")
+        files += copy_side_files(base_dir, build, skip={"config.json"})
+    else:
+        files += copy_side_files(qdir, build, skip=set())
+        files += copy_side_files(base_dir, build, skip={"config.json", "quantization_config.json"})
+    timings["repack"] = time.perf_counter() - t
+    shutil.rmtree(qdir, ignore_errors=True)
+    shutil.rmtree(build / ".decoder", ignore_errors=True)
+    if q.split and q.format in VERIFIABLE_FORMATS:
+        t = time.perf_counter()
+        verify_loads(build, q.format, recipe.model.trust_remote_code)
+        timings["verify"] = time.perf_counter() - t
+    write_atomic(build / RECIPE_COPY, recipe.text)
+
+    bytes_before = sum(r.nbytes for r in refs.values())
+    bytes_after = sum(r.nbytes for r in inventory.outputs)
+    arch = (config.get("architectures") or ["unknown"])[0]
+    return Manifest(
+        hubpub_version=__version__, recipe_hash=rhash, source=source.as_dict(), model_name=recipe.model.display_name,
+        model_type=str(config.get("model_type", "unknown")), architecture=arch,
+        task="custom" if config.get("auto_map") else ("image-text-to-text" if q.split else "causal-lm"),
+        trust_remote_code=recipe.model.trust_remote_code, method=q.method, bits=q.bits, group_size=q.group_size,
+        sym=q.sym, format=q.format, iters=q.iters if q.method == "autoround" else 0, nsamples=ran.nsamples_used,
+        seqlen=q.seqlen, split_prefix=q.split.prefix if q.split else None, block_name_to_quantize=block_path,
+        groups=inventory.groups, tensors_before=len(refs), tensors_after=len(inventory.outputs),
+        linears_quantized=inventory.linears_quantized, bytes_before=bytes_before, bytes_after=bytes_after,
+        timings={k: round(v, 3) for k, v in timings.items()}, versions=_versions(), device=ran.device,
+        files=sorted({*files, "config.json", RECIPE_COPY, MANIFEST} | ({"quantization_config.json"} if (build / "quantization_config.json").exists() else set())),
+        base_dir=str(base_dir), kept_bf16_linears=ran.kept_linears,
+    )
+
+
+def verify_loads(folder: Path, fmt: str, trust_remote_code: bool) -> None:
+    """Load the release with transformers; any missing or unexpected key is a failure."""
+    import torch
+    import transformers
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    arch = (config.architectures or [""])[0]
+    cls = getattr(transformers, arch, None) or transformers.AutoModelForImageTextToText
+    kwargs: dict[str, Any] = {}
+    if fmt == "auto_gptq":  # no gptqmodel/optimum here: auto-round's kernels read the GPTQ layout
+        kwargs["quantization_config"] = transformers.AutoRoundConfig()
+    _, info = cls.from_pretrained(folder, dtype=torch.bfloat16, output_loading_info=True, device_map="cpu",
+                                  trust_remote_code=trust_remote_code, **kwargs)
+    missing = sorted(info.get("missing_keys") or [])
+    # with desc_act = false a GPTQ g_idx is the trivial column order, which these kernels do not read
+    unexpected = sorted(k for k in info.get("unexpected_keys") or [] if not (fmt == "auto_gptq" and k.endswith(".g_idx")))
+    if missing or unexpected:
+        bad = (missing or unexpected)[:3]
+        raise QuantizeError(
+            f"quantize.split: the repacked checkpoint loads with {len(missing)} missing and {len(unexpected)} unexpected keys"
+            f" (e.g. {', '.join(bad)}); check quantize.split.prefix / config_key"
+        )
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"hubpub": __version__, "python": platform.python_version()}
+    for dist in ("torch", "transformers", "auto-round", "safetensors"):
+        try:
+            out[dist.replace("-", "_")] = version(dist)
+        except PackageNotFoundError:
+            out[dist.replace("-", "_")] = "missing"
+    return out
+
+
+__all__ = ["QuantizeResult", "quantize", "recipe_hash"]

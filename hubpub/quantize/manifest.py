@@ -1,0 +1,89 @@
+"""The inventory: every base tensor is either kept (copied bit-for-bit) or part of a quantized linear.
+
+:func:`account` decides, per tensor of the base checkpoint, where its bytes go in the release
+folder and groups the decisions by name pattern for ``hubpub_manifest.json``. A tensor that is
+neither kept nor quantized is an error, and so is a tensor AutoRound wrote that we cannot place.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..artifacts import TensorGroup
+from ..errors import QuantizeError
+from .split import DecoderNames
+from .tensors import TensorRef
+
+# the tensor that marks a linear as packed, per export format
+PACKED_MARKERS = (".qweight", ".weight_packed")
+
+
+@dataclass
+class Inventory:
+    outputs: list[TensorRef]  # the release checkpoint's tensors, in order, with their sources
+    groups: list[TensorGroup]
+    linears_quantized: int
+
+
+def _pattern(name: str) -> str:
+    return re.sub(r"\.\d+(?=\.|$)", ".*", name)
+
+
+def account(refs: dict[str, TensorRef], names: DecoderNames, qrefs: dict[str, TensorRef]) -> Inventory:
+    quantized = {n[: -len(m)] for n in qrefs for m in PACKED_MARKERS if n.endswith(m)}
+    packed_of: dict[str, list[TensorRef]] = {m: [] for m in quantized}
+    placed: set[str] = set()
+    for n, ref in qrefs.items():
+        module = n.rsplit(".", 1)[0]
+        if module in packed_of:
+            packed_of[module].append(ref)
+            placed.add(n)
+
+    groups: dict[tuple[str, str], TensorGroup] = {}
+
+    def group(pattern: str, action: str, dtype: str | None = None) -> TensorGroup:
+        key = (pattern, action)
+        if key not in groups:
+            groups[key] = TensorGroup(pattern=pattern, action=action, tensors=0, bytes_before=0, bytes_after=0, dtype=dtype)  # type: ignore[arg-type]
+        return groups[key]
+
+    outputs: list[TensorRef] = []
+    emitted: set[str] = set()
+    for full, ref in refs.items():
+        dec = names.to_decoder.get(full)
+        if dec is None:  # outside the decoder (vision tower, projector): untouched
+            g = group(full.split(".")[0] + ".*", "kept", ref.dtype)
+            g.tensors += 1
+            g.bytes_before += ref.nbytes
+            g.bytes_after += ref.nbytes
+            outputs.append(ref)
+            continue
+        module = dec.rsplit(".", 1)[0]
+        if module in quantized:
+            g = group(_pattern(names.to_full(module)), "quantized")
+            g.tensors += 1
+            g.bytes_before += ref.nbytes
+            if module not in emitted:
+                emitted.add(module)
+                packed = packed_of[module]
+                g.linears += 1
+                g.packed_tensors += len(packed)
+                g.bytes_after += sum(p.nbytes for p in packed)
+                outputs.extend(p.renamed(names.to_full(p.name)) for p in packed)
+            continue
+        if dec in qrefs:
+            if qrefs[dec].shape != ref.shape:
+                raise QuantizeError(f"quantize: exported tensor {dec} has shape {qrefs[dec].shape}, the base has {ref.shape}; report this as a hubpub bug")
+            placed.add(dec)
+            g = group(_pattern(full), "kept", ref.dtype)
+            g.tensors += 1
+            g.bytes_before += ref.nbytes
+            g.bytes_after += ref.nbytes
+            outputs.append(ref)  # the base's own bytes: bit-identical
+            continue
+        raise QuantizeError(f"quantize: base tensor {full} was neither kept nor quantized by the export; report this as a hubpub bug")
+    stray = [n for n in qrefs if n not in placed]
+    if stray:
+        raise QuantizeError(f"quantize: the export wrote {len(stray)} tensor(s) with no base tensor ({', '.join(stray[:3])}); report this as a hubpub bug")
+    return Inventory(outputs, list(groups.values()), len(quantized))

@@ -1,0 +1,10 @@
+"""The validate stage: load check, generation modes, base-vs-quantized metrics, evals and gates.
+
+``validate(recipe)`` runs the base model and the quantized checkpoint each in a fresh worker
+process (worker.py), judges outputs (modes.py), scores evals (evals.py, grounding.py), checks
+the recipe's gates and writes hubpub_metrics.json.
+"""
+
+from .stage import ValidateResult, validate
+
+__all__ = ["validate", "ValidateResult"]

