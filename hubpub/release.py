@@ -25,12 +25,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from . import artifacts
 from .card.numbers import Row, tldr_rows
 from .errors import ReleaseError
 from .recipe import Recipe
+
+if TYPE_CHECKING:
+    from .hub.plan import PushPlan
 
 STAGES = ("quantize", "validate", "card", "push")
 STATE_FILE = "stages.json"
@@ -57,7 +60,7 @@ class ReleaseResult:
     repo_url: str | None = None
     commit_url: str | None = None
     tag: str | None = None
-    plan: Any = None  # the push plan (dry run, or what the last push sent)
+    plan: PushPlan | None = None  # the push plan (dry run, or what this push sent)
     bytes_uploaded: int | None = None
 
     def outcome(self, stage: str) -> StageOutcome:
@@ -123,6 +126,8 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
+    # forget the hashes of files that are gone (replaced checkpoints, old plots)
+    state["files"] = {name: seen for name, seen in state["files"].items() if Path(name).exists()}
     artifacts.write_atomic(path, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
@@ -381,7 +386,9 @@ def release(
         result.stages.append(StageOutcome(stage, "ran", reason, seconds))
         tell(result.stages[-1])
 
-    pushed_info = state["stages"].get("push", {}).get("info", {}) if not dry_run else {}
+    # the remote is only part of the summary when this run pushed, or found the push up to date
+    pushed = result.stages[-1].status in ("ran", "cached")
+    pushed_info = state["stages"].get("push", {}).get("info", {}) if pushed else {}
     result.repo_url = result.repo_url or pushed_info.get("repo_url")
     result.commit_url = pushed_info.get("commit_url")
     result.tag = pushed_info.get("tag") if pushed_info else tag

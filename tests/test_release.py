@@ -20,7 +20,6 @@ from hubpub.release import STATE_FILE, release
 from hubserver import ALICE_TOKEN as TOKEN, start_devhub
 
 REPO_ID = "alice/tiny-int4"
-TEMPLATES = Path(__file__).resolve().parent.parent / "hubpub" / "templates"
 
 RECIPE = """\
 output_dir = "out/tiny"
@@ -84,6 +83,13 @@ def token(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
 
 
+def _user_template(project: Path, line: str) -> None:
+    """The user's README.md.j2: the built-in card plus one line after the license."""
+    (project.parent / "my_templates" / "README.md.j2").write_text(
+        '{% extends "base.md.j2" %}\n{% block license %}{{ super() }}\n' + line + "\n{% endblock %}\n"
+    )
+
+
 def _run(args: list[str]):
     return CliRunner().invoke(cli, ["release", *args])
 
@@ -120,7 +126,7 @@ def test_first_release_runs_every_stage_and_tags(project, hub, token):
     assert hub.stats["commits"] == 1
 
     state = json.loads((project.parent / "out" / ".tiny.hubpub" / STATE_FILE).read_text())
-    assert list(state["stages"]) == ["quantize", "validate", "card", "push"]
+    assert sorted(state["stages"]) == ["card", "push", "quantize", "validate"]
     assert state["stages"]["push"]["info"]["tag"] == "v1"
 
 
@@ -135,8 +141,7 @@ def test_rerun_with_nothing_changed_is_all_cached(project, hub, token):
 
 
 def test_template_edit_reruns_only_card_and_push(project, hub, token):
-    user_template = project.parent / "my_templates" / "README.md.j2"
-    user_template.write_text((TEMPLATES / "README.md.j2").read_text() + "\nReleased by the test suite.\n")
+    _user_template(project, "Released by the test suite.")
     before = dict(hub.stats)
 
     result = release(load_recipe(project), endpoint=hub.endpoint, tag="v2", progress=False)
@@ -156,8 +161,7 @@ def test_template_edit_reruns_only_card_and_push(project, hub, token):
 
 
 def test_dry_run_writes_nothing_and_sends_no_write(project, hub, token):
-    user_template = project.parent / "my_templates" / "README.md.j2"
-    user_template.write_text(user_template.read_text() + "\nOne more line.\n")
+    _user_template(project, "Released again.")
     files_before = _snapshot(project.parent)
     writes_before = hub.stats["write_requests"]
 
@@ -193,6 +197,7 @@ def test_until_and_from(project, hub, token):
     assert _status(again) == {"quantize": "skipped", "validate": "skipped", "card": "ran", "push": "skipped"}
     assert again.outcome("card").reason == "--from card"
     assert again.outcome("push").reason == "--no-push"
+    assert again.repo_url is None  # nothing was published by this run
 
 
 def test_group_size_change_reruns_everything(project, hub, token, tiny_qwen2):

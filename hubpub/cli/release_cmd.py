@@ -38,7 +38,7 @@ def release_command(
 
     Each stage's inputs are hashed; a stage whose inputs and outputs match the last run is
     cached (edit a card template: only card and push run; change group_size: all of them).
-    The token comes from HF_TOKEN or `huggingface-cli login` and is never printed.
+    The token comes from HF_TOKEN or `hf auth login` and is never printed.
 
     \b
     Example:
@@ -79,7 +79,7 @@ def _print_summary(console, result: ReleaseResult) -> None:  # type: ignore[no-u
     if result.dry_run:
         console.print("[yellow]Dry run: nothing was written or uploaded.[/yellow]")
         if result.plan is not None:
-            console.print(str(result.plan))
+            console.print("\n".join(result.plan.lines()), markup=False)
     if result.headline:
         table = Table(title=f"Release {result.output_dir}", title_justify="left")
         for column in ("", "base", "quantized", "change"):

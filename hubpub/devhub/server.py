@@ -11,7 +11,7 @@ write to another user's repo a 403, another user's private repo a 404 RepoNotFou
 
 For tests and benches the server counts requests, LFS PUTs and bytes received (``stats``, also
 ``GET /api/_devhub/stats``), keeps a request log (``requests``: method, path, status, write) and
-can call ``after_lfs_put(count)`` after each stored LFS object (e.g. to crash mid-upload).
+can crash after N stored LFS objects (``crash_after_lfs_puts``) to test resumed pushes.
 Models only: dataset and space repos answer 404.
 """
 
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import HubpubError
@@ -87,7 +87,7 @@ class DevHub:
         self.stats: dict[str, int] = {"requests": 0, "write_requests": 0, "lfs_puts": 0, "lfs_bytes": 0,
                                       "commits": 0, "commit_bytes": 0}
         self.requests: list[RequestRecord] = []
-        self.after_lfs_put: Callable[[int], None] | None = None
+        self.crash_after_lfs_puts: int | None = None  # tests: die like a killed process after N PUTs
         self._tickets: dict[str, tuple[str, int]] = {}
         self._stats_lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -115,9 +115,9 @@ class DevHub:
         finally:
             self.httpd.server_close()
 
-    def stop(self) -> None:
+    def stop(self, *, force: bool = False) -> None:
         """Stop at once, like a crash: refuse new requests and cut open connections."""
-        if self.stopped:
+        if self.stopped and not force:
             return
         self.stopped = True
         self.httpd.shutdown()
@@ -194,11 +194,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(exc.status, str(exc), exc.code)
         except (ConnectionError, socket.timeout):
             self.close_connection = True
-        self.hub.count("requests")
-        if self.is_write:
-            self.hub.count("write_requests")
+        if not self.status_sent:  # no answer went out (client hung up, server stopped)
+            self._record(0)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # logged before the answer leaves, so a client that got it always finds it in the log
+        self._record(code)
+        super().send_response(code, message)
+
+    def _record(self, status: int) -> None:
+        self.status_sent = status
         with self.hub._stats_lock:
-            self.hub.requests.append(RequestRecord(self.command, url.path, self.status_sent, self.is_write))
+            self.hub.stats["requests"] += 1
+            self.hub.stats["write_requests"] += int(self.is_write)
+            self.hub.requests.append(RequestRecord(self.command, self.raw_path, status, self.is_write))
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
 
@@ -505,15 +514,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub.count("lfs_bytes", received)
             if digest.hexdigest() != oid or received != size:
                 raise StoreError(400, f"uploaded content does not match oid {oid} / size {size}")
-            os.replace(tmp, target)
+            with self.hub._stats_lock:  # serialised, so a crash after N PUTs stores exactly N objects
+                if self.hub.stopped:
+                    raise ConnectionError("server stopped")  # an in-flight upload dies with the server
+                os.replace(tmp, target)
+                self.hub.stats["lfs_puts"] += 1
+                crash = self.hub.stats["lfs_puts"] == self.hub.crash_after_lfs_puts
+                if crash:
+                    self.hub.stopped = True
         finally:
             Path(tmp).unlink(missing_ok=True)
-        with self.hub._stats_lock:
-            self.hub.stats["lfs_puts"] += 1
-            puts = self.hub.stats["lfs_puts"]
         self._ok({})
-        if self.hub.after_lfs_put is not None:
-            self.hub.after_lfs_put(puts)
+        if crash:
+            threading.Thread(target=self.hub.stop, kwargs={"force": True}).start()
 
     def _lfs_verify(self, repo_id: str) -> None:
         self.is_write = True

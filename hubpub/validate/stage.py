@@ -241,6 +241,7 @@ def validate(recipe: Recipe, *, output_dir: Path | str | None = None, progress: 
 
     out, manifest = checked_output(recipe, output_dir)
     base_dir = base_folder(recipe)
+    _check_remote_code(recipe, out)
     console = Console(stderr=True)
     if not console.is_terminal:  # logs and CI: wide enough that table cells are not folded
         console = Console(stderr=True, width=200)
@@ -299,6 +300,15 @@ def validate(recipe: Recipe, *, output_dir: Path | str | None = None, progress: 
         ) if x)
         raise ValidateError(f"validation failed: {what}; see the table above and {metrics_path}")
     return ValidateResult(metrics=metrics, metrics_path=metrics_path, passed=passed, output_dir=out, base_dir=base_dir, assets=images)
+
+
+def _check_remote_code(recipe: Recipe, out: Path) -> None:
+    config = out / "config.json"
+    if not recipe.model.trust_remote_code and config.is_file() and "auto_map" in config.read_text(encoding="utf-8"):
+        raise ValidateError(
+            f"{config}: the model ships its own code (auto_map) and {recipe.path}: model.trust_remote_code is false;"
+            " set model.trust_remote_code = true if you have reviewed that code"
+        )
 
 
 def _run_with_progress(job: dict[str, Any], work: Path, log: Path, steps: int, show: bool, console: Any) -> dict[str, Any]:

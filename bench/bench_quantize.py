@@ -1,0 +1,112 @@
+"""Benchmarks of the quantize stage, measured in one run; prints ratios against their goals.
+
+    python bench/bench_quantize.py
+
+1. `hubpub quantize` wall vs a bare AutoRound script with the same settings on the same tiny
+   model, both in fresh subprocesses (python start-up counted identically)   goal <= 1.05x
+2. repack throughput (write_streamed) vs copying the same bytes with shutil  goal >= 0.7x
+3. checkpoint bytes vs theoretical size (4 bits/weight + scales + zeros + BF16 parts)  goal <= 1.01x
+4. `hubpub --help` wall                                                     goal <= 0.25 s
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+SETTINGS = dict(bits=4, group_size=32, sym=True, iters=20, nsamples=8, seqlen=64, batch_size=4, seed=42)
+
+BARE = textwrap.dedent('''
+    import sys, torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from auto_round import AutoRound, SignRoundConfig
+    src, out, s = sys.argv[1], sys.argv[2], {settings}
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
+    from pydoc_data.topics import topics
+    ids = []
+    for k in sorted(topics):
+        ids += tok(topics[k], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    step = s["seqlen"] + max(8, s["seqlen"] // 8)
+    data = [tok.decode(ids[i:i + step]) for i in range(0, step * s["nsamples"], step)]
+    alg = SignRoundConfig(iters=s["iters"], bits=s["bits"], group_size=s["group_size"], sym=s["sym"])
+    ar = AutoRound(model, tok, alg_configs=alg, dataset=data, nsamples=s["nsamples"], seqlen=s["seqlen"],
+                   batch_size=s["batch_size"], device_map="cpu", enable_torch_compile=False, seed=s["seed"])
+    ar.quantize()
+    ar.save_quantized(out, format="auto_round")
+''')
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    import tiny_models
+    from hubpub.quantize.tensors import tensor_refs, write_streamed
+
+    tmp = Path(tempfile.mkdtemp(prefix="hubpub-bench-"))
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", AR_WORK_SPACE=str(tmp / "ar"))
+    try:
+        src = tiny_models.make_tiny_qwen2(tmp / "qwen2")
+        recipe = tmp / "bench.toml"
+        q = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in SETTINGS.items())
+        recipe.write_text(f'output_dir = "{tmp / "out"}"\n[model]\nsource = "{src}"\n[quantize]\n{q}\n')
+        (tmp / "bare.py").write_text(BARE.replace("{settings}", repr(SETTINGS)))
+        bare = timed([sys.executable, str(tmp / "bare.py"), str(src), str(tmp / "bare_out")], env, tmp)
+        ours = timed([sys.executable, "-m", "hubpub", "quantize", str(recipe), "--no-progress"], env, tmp)
+        print(f"quantize wall: hubpub {ours:.2f} s vs bare AutoRound {bare:.2f} s = {ours / bare:.3f}x (goal <= 1.05x)")
+
+        # repack throughput on a bigger real checkpoint than the tiny one: the tiny VLM's bytes x 1
+        refs = list(tensor_refs(src).values()) * 1
+        big = tmp / "big.bin"
+        with open(big, "wb") as fh:  # ~256 MiB of tensor-sized records from one file
+            fh.write(os.urandom(64 << 20) * 4)
+        from hubpub.quantize.tensors import TensorRef
+
+        chunk = 1 << 20
+        brefs = [TensorRef(f"t{i}", big, "U8", (chunk,), i * chunk, (i + 1) * chunk) for i in range(256)]
+        (tmp / "repack").mkdir()
+        t = time.perf_counter(); write_streamed(brefs, tmp / "repack"); repack = time.perf_counter() - t
+        t = time.perf_counter(); shutil.copyfile(big, tmp / "copy.bin"); copy = time.perf_counter() - t
+        print(f"repack throughput: {256 / repack:.0f} MiB/s vs copy {256 / copy:.0f} MiB/s = {copy / repack:.2f}x (goal >= 0.7x)")
+
+        m = json.loads((tmp / "out" / "hubpub_manifest.json").read_text())
+        bf16 = sum(g["bytes_after"] for g in m["groups"] if g["action"] == "kept")
+        theory = bf16
+        for r in refs:
+            name = r.name.removesuffix(".weight")
+            if r.name.endswith(".weight") and len(r.shape) == 2 and ".layers." in r.name:
+                out_f, in_f = r.shape
+                groups = in_f // SETTINGS["group_size"]
+                theory += out_f * in_f // 2 + out_f * groups * 2 + out_f * groups // 2  # int4 + fp16 scales + int4 zeros
+            elif r.name.endswith(".bias") and any(g["pattern"] == _pat(name.rsplit(".", 1)[0]) for g in m["groups"] if g["action"] == "quantized"):
+                theory += r.nbytes
+        print(f"checkpoint bytes: {m['bytes_after']} vs theoretical {theory} = {m['bytes_after'] / theory:.3f}x (goal <= 1.01x)")
+
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "hubpub", "--help"], env=env, check=True, stdout=subprocess.DEVNULL)
+        print(f"hubpub --help wall: {time.perf_counter() - t:.3f} s (goal <= 0.25 s)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pat(name: str) -> str:
+    import re
+
+    return re.sub(r"\.\d+(?=\.|$)", ".*", name)
+
+
+if __name__ == "__main__":
+    main()

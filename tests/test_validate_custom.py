@@ -1,0 +1,116 @@
+"""validate on the tiny custom-code grounding model (tests/custom_model, trust_remote_code)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hubpub.artifacts import MANIFEST, METRICS, Manifest, Metrics
+from hubpub.cli import cli
+from hubpub.validate import grounding
+
+MODES = """
+[validate]
+warmup_runs = 0
+latency_runs = 1
+
+[[validate.modes]]
+name = "hybrid-detect"
+prompt = "the red circle"
+images = ["builtin:scene"]
+custom_generate = "generate_hybrid"
+task = "detect"
+expect = { boxes = 2 }
+
+[[validate.modes]]
+name = "slow-ground"
+prompt = "the letter A"
+images = ["builtin:scene"]
+custom_generate = "generate_slow"
+task = "ground"
+expect = { boxes = 1 }
+
+[[validate.modes]]
+name = "fast-point"
+prompt = "the blue square"
+images = ["builtin:scene"]
+custom_generate = "generate_fast"
+task = "point"
+expect = { points = 1 }
+
+[[eval]]
+kind = "grounding"
+mode = "fast-ground"
+images = 2
+image_size = 112
+classes = ["square", "circle", "K"]
+"""
+FAST_GROUND = """
+[[validate.modes]]
+name = "fast-ground"
+prompt = "the letter K"
+images = ["builtin:scene"]
+custom_generate = "generate_fast"
+task = "ground"
+expect = { boxes = 1 }
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_locate(tiny_qwen2, tmp_path_factory) -> Path:
+    from custom_model import make_tiny_locate
+
+    return make_tiny_locate(tmp_path_factory.mktemp("tiny") / "locate", tiny_qwen2)
+
+
+def test_custom_code_modes_and_grounding_benchmark(tiny_locate, tmp_path, write_recipe):
+    # the base dressed as its own hubpub output: modes must parse, and both sides must agree exactly
+    out = tmp_path / "out"
+    shutil.copytree(tiny_locate, out)
+    Manifest(hubpub_version="0.1.0", recipe_hash="f" * 64, source={"kind": "folder"}, model_name="locate",
+             model_type="tiny_locate", architecture="TinyLocateModel", task="custom", trust_remote_code=True,
+             method="rtn", bits=4, group_size=32, sym=True, format="auto_round", iters=0, nsamples=8, seqlen=64,
+             groups=[], tensors_before=0, tensors_after=0, linears_quantized=0, bytes_before=0, bytes_after=0,
+             timings={}, versions={}, device="cpu").write(out / MANIFEST)
+    recipe = write_recipe(f'output_dir = "{out}"\n[model]\nsource = "{tiny_locate}"\ntrust_remote_code = true\n{MODES}{FAST_GROUND}')
+    result = CliRunner().invoke(cli, ["validate", str(recipe), "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+    metrics = Metrics.read(out / METRICS)
+    assert metrics.passed
+    outputs = {(m.mode, m.model): m.output for m in metrics.modes}
+    for model in ("base", "quantized"):
+        assert len(grounding.parse_boxes(outputs[("hybrid-detect", model)])) == 2
+        assert len(grounding.parse_boxes(outputs[("slow-ground", model)])) == 1
+        assert len(grounding.parse_points(outputs[("fast-point", model)])) == 1
+    assert outputs[("slow-ground", "base")] == outputs[("slow-ground", "quantized")]
+
+    (bench,) = metrics.evals
+    assert bench.kind == "grounding"
+    assert bench.metrics["parsed"] == {"quantized": 1.0, "base": 1.0}  # every answer was a box
+    assert bench.metrics["mean_iou"]["base"] == bench.metrics["mean_iou"]["quantized"]
+    assert 0.0 <= bench.metrics["mean_iou"]["base"] <= 1.0
+    assert {row["class"] for row in bench.per_class} <= {"square", "circle", "K"}
+    assert sum(row["count"] for row in bench.per_class) == 4  # 2 images x 2 objects
+    assert {row["group"] for row in bench.per_class} <= {"shape", "letter"}
+    assert bench.images == ["assets/grounding_00.png", "assets/grounding_01.png"]
+    assert all((out / p).is_file() for p in bench.images)
+
+
+def test_custom_code_needs_trust_remote_code_in_the_recipe(tiny_locate, tmp_path, write_recipe):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_locate, out)
+    Manifest(hubpub_version="0.1.0", recipe_hash="f" * 64, source={"kind": "folder"}, model_name="locate",
+             model_type="tiny_locate", architecture="TinyLocateModel", task="custom", method="rtn", bits=4,
+             group_size=32, sym=True, format="auto_round", iters=0, nsamples=8, seqlen=64, groups=[],
+             tensors_before=0, tensors_after=0, linears_quantized=0, bytes_before=0, bytes_after=0, timings={},
+             versions={}, device="cpu").write(out / MANIFEST)
+    recipe = write_recipe(f'output_dir = "{out}"\n[model]\nsource = "{tiny_locate}"\n{MODES}{FAST_GROUND}')
+    result = CliRunner().invoke(cli, ["validate", str(recipe), "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {out / 'config.json'}: the model ships its own code (auto_map) and {recipe.resolve()}: "
+        "model.trust_remote_code is false; set model.trust_remote_code = true if you have reviewed that code\n")
