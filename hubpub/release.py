@@ -255,13 +255,7 @@ def _run_stage(
     if stage == "validate":
         from .validate import validate
 
-        result = validate(recipe, progress=progress)
-        if not result.passed:
-            raise ReleaseError(
-                f"{result.metrics_path}: validation failed (see 'gates' and 'modes'); fix the recipe's"
-                " [validate] gates or the quantization, then run hubpub release again"
-            )
-        return result
+        return validate(recipe, progress=progress)  # raises ValidateError when a gate or mode fails
     if stage == "card":
         from .card import render_card
 

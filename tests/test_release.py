@@ -187,6 +187,23 @@ def test_dry_run_shows_the_push_plan_when_the_folder_is_current(project, hub, to
     assert hub.stats["write_requests"] == writes_before
 
 
+def test_wrong_token_fails_at_push_and_the_rerun_pushes_only(project, hub, monkeypatch):
+    wrong = "hf_wrong_token_0123456789"
+    monkeypatch.setenv("HF_TOKEN", wrong)
+    result = _run([str(project), "--endpoint", hub.endpoint, "--tag", "v3"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        f"Error: {hub.endpoint} rejected the token (401): it is invalid or expired;"
+        " set HF_TOKEN to a valid write token or run `hf auth login`"
+    )
+    assert wrong not in result.output
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    again = release(load_recipe(project), endpoint=hub.endpoint, tag="v3", progress=False)
+    assert _status(again) == {"quantize": "cached", "validate": "cached", "card": "cached", "push": "ran"}
+    assert again.tag == "v3" and again.plan.bytes_to_send > 0
+
+
 def test_until_and_from(project, hub, token):
     recipe = load_recipe(project)
     until = release(recipe, until_stage="validate", endpoint=hub.endpoint, progress=False)
@@ -198,6 +215,16 @@ def test_until_and_from(project, hub, token):
     assert again.outcome("card").reason == "--from card"
     assert again.outcome("push").reason == "--no-push"
     assert again.repo_url is None  # nothing was published by this run
+
+
+def test_force_runs_cached_stages(project, token):
+    result = release(load_recipe(project), until_stage="card", force=True, dry_run=True, progress=False)
+    assert [(s.stage, s.status, s.reason) for s in result.stages] == [
+        ("quantize", "would run", "--force"),
+        ("validate", "would run", "after quantize"),
+        ("card", "would run", "after validate"),
+        ("push", "skipped", "--until card"),
+    ]
 
 
 def test_group_size_change_reruns_everything(project, hub, token, tiny_qwen2):
@@ -216,6 +243,25 @@ def test_deleted_output_reruns_its_stage(project, token):
     result = release(load_recipe(project), push=False, progress=False)
     assert _status(result) == {"quantize": "cached", "validate": "cached", "card": "ran", "push": "skipped"}
     assert result.outcome("card").reason == "README.md changed or missing"
+
+
+def test_failed_validation_stops_before_card_and_push(project, hub, token):
+    project.write_text(project.read_text().replace(
+        "[[eval]]", '[[validate.modes]]\nname = "never"\nprompt = "Say hi"\nexpect = { regex = "^ZZZ-never$" }\n\n[[eval]]'
+    ))
+    card_before = (project.parent / "out" / "tiny" / "README.md").read_bytes()
+    writes_before = hub.stats["write_requests"]
+    result = _run([str(project), "--endpoint", hub.endpoint, "--tag", "v4"])
+    assert result.exit_code == 1
+    error = result.output.splitlines()[-1]
+    assert error.startswith("Error: validation failed: 2 mode run(s) failed: never (base), never (quantized)")
+    assert error.endswith(f"see the table above and {project.parent / 'out' / 'tiny' / 'hubpub_metrics.json'}")
+    assert "validate  running... (inputs changed)" in result.output
+    assert "card      " not in result.output  # stopped at validate
+    assert hub.stats["write_requests"] == writes_before
+    assert (project.parent / "out" / "tiny" / "README.md").read_bytes() == card_before
+    metrics = json.loads((project.parent / "out" / "tiny" / "hubpub_metrics.json").read_text())
+    assert metrics["passed"] is False
 
 
 # ----------------------------------------------------------------------------- bad input
