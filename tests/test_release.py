@@ -253,9 +253,10 @@ def test_failed_validation_stops_before_card_and_push(project, hub, token):
     writes_before = hub.stats["write_requests"]
     result = _run([str(project), "--endpoint", hub.endpoint, "--tag", "v4"])
     assert result.exit_code == 1
-    error = result.output.splitlines()[-1]
-    assert error.startswith("Error: validation failed: 2 mode run(s) failed: never (base), never (quantized)")
-    assert error.endswith(f"see the table above and {project.parent / 'out' / 'tiny' / 'hubpub_metrics.json'}")
+    assert result.output.splitlines()[-1] == (
+        "Error: validation failed: 2 mode run(s) failed: never (quantized), never (base); gate(s) violated:"
+        f" min_validity 0.0 vs 1; see the table above and {project.parent / 'out' / 'tiny' / 'hubpub_metrics.json'}"
+    )
     assert "validate  running... (inputs changed)" in result.output
     assert "card      " not in result.output  # stopped at validate
     assert hub.stats["write_requests"] == writes_before
