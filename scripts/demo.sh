@@ -39,6 +39,5 @@ echo "devhub: $ENDPOINT (user $OWNER, data in $DATA)"
 HF_TOKEN="$TOKEN" HF_HUB_DISABLE_XET=1 $PY -m hubpub release "$RECIPE" --endpoint "$ENDPOINT" "$@"
 
 echo
-echo "The release folder: out/$(basename "$RECIPE" .toml)/ (README.md is the model card)."
-echo "The pushed repo lives in $DATA; browse it again with:"
+echo "README.md in the release folder is the model card. The pushed repo lives in $DATA; serve it again with:"
 echo "  hubpub devhub --data $DATA --user $OWNER:<a token of 8+ characters>"

@@ -129,12 +129,7 @@ def test_custom_code_model_through_quantize_split_and_validate(tiny_locate, tmp_
         '[quantize.split]\nprefix = "language_model."\nconfig_key = "llm_config"\n' + MODES + FAST_GROUND
     )
     recipe = load_recipe(path)
-    try:
-        quantize(recipe, progress=False)
-    except ValueError as exc:  # reported to the quantize stage: its load check has no AutoModel fallback
-        if "AutoModelForImageTextToText" in str(exc):
-            pytest.xfail("hubpub.quantize.verify_loads cannot load custom-code (auto_map) models yet")
-        raise
+    quantize(recipe, progress=False)
     result = validate(recipe, progress=False)
     manifest = Manifest.read(tmp_path / "out" / MANIFEST)
     assert manifest.task == "custom" and manifest.block_name_to_quantize == "language_model.model.layers"

@@ -50,7 +50,7 @@ def release_command(
     from ..release import release
     from rich.console import Console
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # URLs stay on one line
     result = release(
         load(recipe),
         from_stage=from_stage,
@@ -81,7 +81,7 @@ def _print_summary(console, result: ReleaseResult) -> None:  # type: ignore[no-u
         if result.plan is not None:
             console.print("\n".join(result.plan.lines()), markup=False)
     if result.headline:
-        table = Table(title=f"Release {result.output_dir}", title_justify="left")
+        table = Table(title=f"Release of {result.recipe_path.name}", title_justify="left")
         for column in ("", "base", "quantized", "change"):
             table.add_column(column, justify="right" if column else "left")
         for row in result.headline:
@@ -96,8 +96,7 @@ def _print_summary(console, result: ReleaseResult) -> None:  # type: ignore[no-u
         console.print(f"[bold]{'would publish to' if result.dry_run else 'published'}: {result.repo_url}{tag}[/bold]")
         if result.commit_url and not result.dry_run:
             console.print(f"commit: {result.commit_url}")
-    elif not result.dry_run:
-        console.print(f"release folder: {result.output_dir}")
+    console.print(f"release folder: {result.output_dir}")
 
 
 @cli.command("init")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..artifacts import MANIFEST, RECIPE_COPY, Manifest, read_json, write_atomic
 from ..errors import QuantizeError
+from ..loading import task_of
 
 if TYPE_CHECKING:
     from ..recipe import Recipe
@@ -154,7 +155,7 @@ def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: st
     shutil.rmtree(build / ".decoder", ignore_errors=True)
     if q.split and q.format in VERIFIABLE_FORMATS:
         t = time.perf_counter()
-        verify_loads(build, q.format, recipe.model.trust_remote_code)
+        verify_loads(build, task_of(config, split=True), recipe.model.trust_remote_code)
         timings["verify"] = time.perf_counter() - t
     write_atomic(build / RECIPE_COPY, recipe.text)
 
@@ -164,7 +165,7 @@ def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: st
     return Manifest(
         hubpub_version=__version__, recipe_hash=rhash, source=source.as_dict(), model_name=recipe.model.display_name,
         model_type=str(config.get("model_type", "unknown")), architecture=arch,
-        task="custom" if config.get("auto_map") else ("image-text-to-text" if q.split else "causal-lm"),
+        task=task_of(config, split=bool(q.split)),
         trust_remote_code=recipe.model.trust_remote_code, method=q.method, bits=q.bits, group_size=q.group_size,
         sym=q.sym, format=q.format, iters=q.iters if q.method == "autoround" else 0, nsamples=ran.nsamples_used,
         seqlen=q.seqlen, split_prefix=q.split.prefix if q.split else None, block_name_to_quantize=block_path,
@@ -176,28 +177,15 @@ def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: st
     )
 
 
-def verify_loads(folder: Path, fmt: str, trust_remote_code: bool) -> None:
+def verify_loads(folder: Path, task: str, trust_remote_code: bool) -> None:
     """Load the release with transformers; any missing or unexpected key is a failure."""
-    import torch
-    import transformers
-    from transformers import AutoConfig
+    from ..loading import describe_problems, load_checkpoint
 
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    arch = (config.architectures or [""])[0]
-    cls = getattr(transformers, arch, None) or transformers.AutoModelForImageTextToText
-    kwargs: dict[str, Any] = {}
-    if fmt == "auto_gptq":  # no gptqmodel/optimum here: auto-round's kernels read the GPTQ layout
-        kwargs["quantization_config"] = transformers.AutoRoundConfig()
-    _, info = cls.from_pretrained(folder, dtype=torch.bfloat16, output_loading_info=True, device_map="cpu",
-                                  trust_remote_code=trust_remote_code, **kwargs)
-    missing = sorted(info.get("missing_keys") or [])
-    # with desc_act = false a GPTQ g_idx is the trivial column order, which these kernels do not read
-    unexpected = sorted(k for k in info.get("unexpected_keys") or [] if not (fmt == "auto_gptq" and k.endswith(".g_idx")))
-    if missing or unexpected:
-        bad = (missing or unexpected)[:3]
+    _, problems = load_checkpoint(folder, task=task, trust_remote_code=trust_remote_code)
+    if problems:
         raise QuantizeError(
-            f"quantize.split: the repacked checkpoint loads with {len(missing)} missing and {len(unexpected)} unexpected keys"
-            f" (e.g. {', '.join(bad)}); check quantize.split.prefix / config_key"
+            f"quantize.split: the repacked checkpoint loads with {describe_problems(problems)};"
+            " check quantize.split.prefix / config_key"
         )
 
 

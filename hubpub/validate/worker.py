@@ -23,6 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..loading import load_checkpoint  # light: transformers is imported inside
+
 PROGRESS = "@@hubpub progress"
 BUILTIN_SCENE = "builtin:scene"
 
@@ -104,19 +106,6 @@ def _cpu_name() -> str:
 
 
 # ----------------------------------------------------------------------------- loading
-def model_class(task: str, model_dir: Path):  # type: ignore[no-untyped-def]
-    import transformers
-
-    if task == "image-text-to-text":
-        return transformers.AutoModelForImageTextToText
-    if task == "custom":
-        auto_map = json.loads((model_dir / "config.json").read_text()).get("auto_map", {})
-        if "AutoModelForCausalLM" in auto_map:
-            return transformers.AutoModelForCausalLM
-        return transformers.AutoModel
-    return transformers.AutoModelForCausalLM
-
-
 def load(job: dict[str, Any]):  # type: ignore[no-untyped-def]
     """(model, tokenizer, processor, loading_problems); processor is None for text models."""
     import torch
@@ -124,16 +113,10 @@ def load(job: dict[str, Any]):  # type: ignore[no-untyped-def]
 
     model_dir = Path(job["model_dir"])
     remote = bool(job["trust_remote_code"])  # only ever true when the recipe opts in
-    kwargs: dict[str, Any] = {"output_loading_info": True, "trust_remote_code": remote}
-    if job["role"] == "base":
-        kwargs["dtype"] = getattr(torch, job["dtype"])
-    else:
-        kwargs["dtype"] = "auto"  # the quantization config decides the compute dtype
-    kwargs["device_map"] = job["device"]
-    model, info = model_class(job["task"], model_dir).from_pretrained(model_dir, **kwargs)
-    model.eval()
-    problems = {k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
-    problems = {k: [str(x) for x in v] for k, v in problems.items() if v}
+    # the base in its recipe dtype; the quantized model's quantization config decides its compute dtype
+    dtype = getattr(torch, job["dtype"]) if job["role"] == "base" else "auto"
+    model, problems = load_checkpoint(model_dir, task=job["task"], trust_remote_code=remote, dtype=dtype,
+                                      device=job["device"])
     processor = None
     if job["task"] == "image-text-to-text":
         processor = transformers.AutoProcessor.from_pretrained(model_dir, trust_remote_code=remote)

@@ -1,0 +1,73 @@
+"""Loading a checkpoint with transformers, the one way quantize and validate both use.
+
+"Loads without error" proves nothing: a repacked model with a wrong block path loads, reports
+missing/unexpected keys, and generates garbage. So every load asks for output_loading_info
+and the caller treats any reported key as a failure.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+Task = Literal["causal-lm", "image-text-to-text", "custom"]
+
+
+def task_of(config: dict[str, Any], split: bool) -> Task:
+    """What kind of model a checkpoint's config.json describes."""
+    if config.get("auto_map"):
+        return "custom"
+    return "image-text-to-text" if split else "causal-lm"
+
+
+def model_class(task: str, model_dir: Path):  # type: ignore[no-untyped-def]
+    import transformers
+
+    if task == "image-text-to-text":
+        return transformers.AutoModelForImageTextToText
+    if task == "custom":
+        auto_map = json.loads((Path(model_dir) / "config.json").read_text()).get("auto_map", {})
+        return transformers.AutoModelForCausalLM if "AutoModelForCausalLM" in auto_map else transformers.AutoModel
+    return transformers.AutoModelForCausalLM
+
+
+def load_checkpoint(model_dir: Path, *, task: str, trust_remote_code: bool, dtype: Any = "auto",
+                    device: str = "cpu") -> tuple[Any, dict[str, list[str]]]:
+    """(model, problems): problems maps missing/unexpected/mismatched_keys to the keys reported."""
+    import transformers
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    qconfig = config.get("quantization_config") or {}
+    kwargs: dict[str, Any] = {}
+    gptq = qconfig.get("quant_method") == "gptq"
+    if gptq and not _has_gptq_backend():
+        # no gptqmodel/optimum here: auto-round's kernels read the GPTQ layout
+        kwargs["quantization_config"] = transformers.AutoRoundConfig()
+    model, info = model_class(task, model_dir).from_pretrained(
+        model_dir, dtype=dtype, device_map=device, output_loading_info=True,
+        trust_remote_code=trust_remote_code, **kwargs,
+    )
+    model.eval()
+    problems: dict[str, list[str]] = {}
+    for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        found = [str(k) for k in (info.get(key) or [])]
+        if gptq and key == "unexpected_keys" and qconfig.get("desc_act") is False:
+            # with desc_act = false a GPTQ g_idx is the trivial column order, which these kernels do not read
+            found = [k for k in found if not k.endswith(".g_idx")]
+        if found:
+            problems[key] = sorted(found)
+    return model, problems
+
+
+def describe_problems(problems: dict[str, list[str]]) -> str:
+    """'14 missing, 28 unexpected keys (e.g. a, b, c)' for one-line errors."""
+    counts = ", ".join(f"{len(v)} {k.removesuffix('_keys')}" for k, v in problems.items())
+    first = [k for v in problems.values() for k in v][:3]
+    return f"{counts} keys (e.g. {', '.join(first)})"
+
+
+def _has_gptq_backend() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("gptqmodel", "optimum"))
