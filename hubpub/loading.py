@@ -41,8 +41,8 @@ def load_checkpoint(model_dir: Path, *, task: str, trust_remote_code: bool, dtyp
     qconfig = config.get("quantization_config") or {}
     kwargs: dict[str, Any] = {}
     gptq = qconfig.get("quant_method") == "gptq"
-    if gptq and not _has_gptq_backend():
-        # no gptqmodel/optimum here: auto-round's kernels read the GPTQ layout
+    if qconfig.get("quant_method") in ("gptq", "awq") and not _has_gptq_backend():
+        # transformers wants gptqmodel for these; auto-round's own kernels read both layouts
         kwargs["quantization_config"] = transformers.AutoRoundConfig()
     model, info = model_class(task, model_dir).from_pretrained(
         model_dir, dtype=dtype, device_map=device, output_loading_info=True,

@@ -28,13 +28,11 @@ def recipe_text(source: Path, out: Path, extra: str = "", model_extra: str = "")
     return f'output_dir = "{out}"\n[model]\nsource = "{source}"\n{model_extra}[quantize]\n{FAST}{extra}'
 
 
-def load_quantized(folder: Path, fmt: str = "auto_round", cls_name: str = "AutoModelForCausalLM"):
+def load_quantized(folder: Path, cls_name: str = "AutoModelForCausalLM"):
     import torch
     import transformers
 
-    kwargs = {"quantization_config": transformers.AutoRoundConfig()} if fmt == "auto_gptq" else {}
-    cls = getattr(transformers, cls_name)
-    return cls.from_pretrained(folder, dtype=torch.bfloat16, output_loading_info=True, **kwargs)
+    return getattr(transformers, cls_name).from_pretrained(folder, dtype=torch.bfloat16, output_loading_info=True)
 
 
 def greedy(model, folder: Path, n: int = 8) -> str:
@@ -65,7 +63,7 @@ def test_auto_round_reloads_generates_and_accounts_for_every_tensor(plain_auto_r
     assert "linears quantized" in output and f"Wrote {out}" in output
     model, info = load_quantized(out)
     assert {k: v for k, v in info.items() if v} == {}
-    assert type(model.model.layers[0].self_attn.q_proj).__name__ == "QuantLinear"
+    assert type(model.model.layers[0].self_attn.q_proj).__name__.startswith("QuantLinear")  # kernel depends on auto-round-lib
     assert type(model.model.layers[0].mlp.down_proj).__name__ == "Linear"  # keep_bf16
     assert len(greedy(model, out)) > 0
 
@@ -104,16 +102,27 @@ def test_rerun_reuses_finished_output_unless_forced(plain_auto_round):
     assert not list(out.parent.glob(f".{out.name}.hubpub/build-*"))
 
 
-def test_auto_gptq_format_reloads(tiny_qwen2, tmp_path, write_recipe):
-    out = tmp_path / "gptq"
-    result = run_cli("quantize", str(write_recipe(recipe_text(tiny_qwen2, out, 'format = "auto_gptq"\nmethod = "rtn"\n'))), "--no-progress")
+# quant_method as written by each export format; auto_awq stores zero points (asymmetric)
+FORMATS = [("auto_gptq", "gptq", "true"), ("auto_awq", "awq", "false"), ("llm_compressor", "compressed-tensors", "true")]
+
+
+@pytest.mark.parametrize("fmt,quant_method,sym", FORMATS, ids=[f[0] for f in FORMATS])
+def test_other_formats_reload_without_key_problems_and_generate(fmt, quant_method, sym, tiny_qwen2, tmp_path, write_recipe):
+    from hubpub.loading import load_checkpoint
+
+    out = tmp_path / fmt
+    text = recipe_text(tiny_qwen2, out, f'format = "{fmt}"\nmethod = "rtn"\nsym = {sym}\n')
+    result = run_cli("quantize", str(write_recipe(text)), "--no-progress")
     assert result.exit_code == 0, result.output
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
-    assert (qc["quant_method"], qc["bits"], qc["group_size"], qc["desc_act"]) == ("gptq", 4, 32, False)
-    model, info = load_quantized(out, "auto_gptq")
-    assert info["missing_keys"] == set() or not info["missing_keys"]
-    # auto-round's kernels ignore the trivial g_idx of desc_act=false; nothing else may be unexpected
-    assert {k for k in info["unexpected_keys"] if not k.endswith(".g_idx")} == set()
+    assert qc["quant_method"] == quant_method
+    if fmt == "llm_compressor":
+        weights = qc["config_groups"]["group_0"]["weights"]
+        assert (weights["num_bits"], weights["group_size"], weights["symmetric"]) == (4, 32, True)
+    else:
+        assert (qc["bits"], qc["group_size"], qc["sym"]) == (4, 32, sym == "true")
+    model, problems = load_checkpoint(out, task="causal-lm", trust_remote_code=False)
+    assert problems == {}
     assert len(greedy(model, out)) > 0
 
 
@@ -132,7 +141,7 @@ def test_split_and_repack_multimodal(fixture, prefix, vision, request, tmp_path,
     cls = getattr(transformers, config["architectures"][0])
     model, info = cls.from_pretrained(out, dtype=torch.bfloat16, output_loading_info=True)
     assert {k: v for k, v in info.items() if v} == {}
-    assert type(model.model.language_model.layers[1].mlp.up_proj).__name__ == "QuantLinear"
+    assert type(model.model.language_model.layers[1].mlp.up_proj).__name__.startswith("QuantLinear")
     with safe_open(source / "model.safetensors", "pt") as src, safe_open(out / "model.safetensors", "pt") as dst:
         untouched = [k for k in src.keys() if not k.startswith(prefix) and not k.startswith("lm_head")]
         assert untouched and all(k.startswith((vision, "multi_modal_projector.")) for k in untouched)
