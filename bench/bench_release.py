@@ -95,6 +95,7 @@ def remote_files(endpoint: str, repo_id: str, tag: str) -> dict[str, tuple[str, 
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows while a long release runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe", nargs="?", default=str(ROOT / "recipes" / "demo.toml"))
     parser.add_argument("--tiny", action="store_true", help="release the tiny test model instead of the recipe")

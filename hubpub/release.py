@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 from . import artifacts
 from .card.numbers import Row, tldr_rows
 from .errors import ReleaseError
+from .hub.plan import hash_file
 from .recipe import Recipe
 
 if TYPE_CHECKING:
@@ -72,14 +73,6 @@ class ReleaseResult:
 
 
 # ----------------------------------------------------------------------------- hashing
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _digest(*parts: Any) -> str:
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -100,7 +93,7 @@ class _FileHashes:
         seen = self.known.get(key)
         if seen and seen[0] == st.st_size and seen[1] == st.st_mtime_ns:
             return str(seen[2])
-        sha = _sha256_file(path)
+        sha = hash_file(path)[1]  # the sha256 push compares with the remote's LFS oid
         self.known[key] = [st.st_size, st.st_mtime_ns, sha]
         return sha
 

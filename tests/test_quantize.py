@@ -184,3 +184,18 @@ def test_killed_first_run_leaves_no_output(tiny_qwen2, tmp_path, write_recipe):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists()
+
+
+@pytest.mark.parametrize("fmt,sym", [("auto_gptq", "true"), ("auto_awq", "false"), ("llm_compressor", "true")])
+def test_split_and_repack_in_every_format_keeps_the_vision_tower_unquantized(fmt, sym, tiny_llava, tmp_path, write_recipe):
+    """Loaders that quantize "every Linear" must be told to skip the vision tower and projector."""
+    from hubpub.loading import load_checkpoint
+
+    out = tmp_path / "out"
+    text = recipe_text(tiny_llava, out, f'format = "{fmt}"\nmethod = "rtn"\nsym = {sym}\n[quantize.split]\nprefix = "language_model."\n')
+    result = run_cli("quantize", str(write_recipe(text)), "--no-progress")
+    assert result.exit_code == 0, result.output
+    model, problems = load_checkpoint(out, task="image-text-to-text", trust_remote_code=False)
+    assert problems == {}
+    assert type(model.model.vision_tower.encoder.layers[0].mlp.fc1).__name__ == "Linear"
+    assert type(model.model.multi_modal_projector.linear_1).__name__ == "Linear"

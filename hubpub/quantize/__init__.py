@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from ..recipe import Recipe
 
 # formats transformers reloads on CPU here (auto_gptq through auto-round's kernels)
-VERIFIABLE_FORMATS = ("auto_round", "auto_gptq")
 
 
 @dataclass
@@ -110,7 +109,7 @@ def _move_into_place(build: Path, out: Path, work: Path) -> None:
 def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: str, timings: dict[str, float], progress: bool) -> Manifest:
     from . import driver
     from .manifest import account
-    from .split import copy_side_files, decoder_names, identity_names, loaded_block_path, rename_block_path, sub_config, write_decoder
+    from .split import copy_side_files, decoder_names, identity_names, loaded_layout, rename_block_path, exclude_modules, sub_config, write_decoder
     from .tensors import tensor_refs, write_streamed
 
     q = recipe.quantize
@@ -138,9 +137,9 @@ def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: st
     qconfig = read_json(qdir / "config.json")["quantization_config"]
     block_path = qconfig.get("block_name_to_quantize")
     if q.split:
-        loaded = loaded_block_path(base_dir, {names.to_decoder[f]: r for f, r in refs.items() if f in names.to_decoder},
-                                   int(decoder_config["num_hidden_layers"]), recipe.model.trust_remote_code)
-        qconfig = rename_block_path(qconfig, "model.layers", loaded)
+        loaded, outside = loaded_layout(base_dir, {names.to_decoder[f]: r for f, r in refs.items() if f in names.to_decoder},
+                                        int(decoder_config["num_hidden_layers"]), recipe.model.trust_remote_code)
+        qconfig = exclude_modules(rename_block_path(qconfig, "model.layers", loaded), outside)
         block_path = loaded
         config["quantization_config"] = qconfig
         write_atomic(build / "config.json", json.dumps(config, indent=2) + "\n")
@@ -153,7 +152,7 @@ def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: st
     timings["repack"] = time.perf_counter() - t
     shutil.rmtree(qdir, ignore_errors=True)
     shutil.rmtree(build / ".decoder", ignore_errors=True)
-    if q.split and q.format in VERIFIABLE_FORMATS:
+    if q.split:
         t = time.perf_counter()
         verify_loads(build, task_of(config, split=True), recipe.model.trust_remote_code)
         timings["verify"] = time.perf_counter() - t

@@ -133,12 +133,17 @@ def copy_side_files(src: Path, dst: Path, skip: set[str], code: bool = True) -> 
 
 
 # ----------------------------------------------------------------------------- names as loaded
-def loaded_block_path(full_dir: Path, decoder_refs: dict[str, TensorRef], num_layers: int, trust_remote_code: bool) -> str:
-    """The module path of the decoder layers in the full model AS transformers builds it.
+def loaded_layout(full_dir: Path, decoder_refs: dict[str, TensorRef], num_layers: int,
+                  trust_remote_code: bool) -> tuple[str, list[str]]:
+    """(block path, unquantized prefixes) of the full model AS transformers builds it.
 
     Loading renames checkpoint keys (``language_model.model.layers`` becomes
     ``model.language_model.layers``), so the names in the checkpoint cannot be used here.
+    The prefixes name every module holding Linear layers outside the decoder blocks (vision
+    tower, projector, lm_head): a loader that quantizes "every Linear" must skip them.
     """
+    import torch
+
     layer0 = {n[len("model.layers.0.") : -len(".weight")] for n, r in decoder_refs.items()
               if n.startswith("model.layers.0.") and n.endswith(".weight") and len(r.shape) == 2}
     model = _meta_model(full_dir, trust_remote_code)
@@ -153,7 +158,15 @@ def loaded_block_path(full_dir: Path, decoder_refs: dict[str, TensorRef], num_la
             f"quantize.split: cannot tell which module list of {type(model).__name__} is the decoder"
             f" (candidates: {', '.join(candidates) or 'none'}); check quantize.split.prefix and config_key"
         )
-    return candidates[0]
+    block = candidates[0]
+    ancestors = {block.rsplit(".", i)[0] for i in range(block.count(".") + 1)}
+    keep: set[str] = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not name.startswith(block + "."):
+            parts = name.split(".")
+            # the shortest prefix of this Linear's name that is not on the way to the decoder blocks
+            keep.add(next(".".join(parts[: i + 1]) for i in range(len(parts)) if ".".join(parts[: i + 1]) not in ancestors))
+    return block, sorted(keep)
 
 
 def _meta_model(full_dir: Path, trust_remote_code: bool) -> Any:
@@ -173,6 +186,18 @@ def _meta_model(full_dir: Path, trust_remote_code: bool) -> Any:
             except ValueError:
                 continue
     raise QuantizeError(f"quantize.split: transformers cannot build {arch!r} from {full_dir}/config.json; set model.trust_remote_code = true if it ships custom code")
+
+
+def exclude_modules(qconfig: dict[str, Any], prefixes: list[str]) -> dict[str, Any]:
+    """Tell every loader to leave the modules under these prefixes unquantized."""
+    out = dict(qconfig)
+    if out.get("quant_method") == "compressed-tensors":
+        ignore = list(out.get("ignore") or [])
+        out["ignore"] = ignore + [f"re:^{re.escape(p)}($|\\.)" for p in prefixes if p not in ignore]
+    else:
+        current = list(out.get("modules_to_not_convert") or [])
+        out["modules_to_not_convert"] = current + [p for p in prefixes if p not in current]
+    return out
 
 
 def rename_block_path(value: Any, old: str, new: str) -> Any:
