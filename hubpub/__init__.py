@@ -32,5 +32,8 @@ def __getattr__(name: str) -> Any:
     if name in _API:
         import importlib
 
-        return getattr(importlib.import_module(_API[name]), name)
+        module = importlib.import_module(_API[name])
+        # quantize/validate/release are also package names: their packages are callable stage
+        # functions (hubpub/_stage.py), so either binding works
+        return module if name == module.__name__.rsplit(".", 1)[-1] else getattr(module, name)
     raise AttributeError(f"module 'hubpub' has no attribute {name!r}")

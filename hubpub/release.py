@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from . import artifacts
+from ._stage import make_callable
 from .card.numbers import Row, tldr_rows
 from .errors import ReleaseError
 from .hub.plan import hash_file
@@ -406,3 +407,5 @@ def _require_outputs(stage: str, out: Path, from_stage: str, recipe: Recipe) -> 
 
 
 __all__ = ["STAGES", "ReleaseResult", "StageOutcome", "headline", "release"]
+
+make_callable(__name__, release)  # `hubpub.release(recipe)` works whichever name Python bound

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..artifacts import MANIFEST, RECIPE_COPY, Manifest, read_json, write_atomic
 from ..errors import QuantizeError
+from .._stage import make_callable
 from ..loading import task_of
 
 if TYPE_CHECKING:
@@ -201,3 +202,5 @@ def _versions() -> dict[str, str]:
 
 
 __all__ = ["QuantizeResult", "quantize", "recipe_hash"]
+
+make_callable(__name__, quantize)  # `hubpub.quantize(recipe)` works whichever name Python bound

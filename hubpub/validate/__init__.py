@@ -5,6 +5,9 @@ process (worker.py), judges outputs (modes.py), scores evals (evals.py, groundin
 the recipe's gates and writes hubpub_metrics.json.
 """
 
+from .._stage import make_callable
 from .stage import ValidateResult, validate
 
 __all__ = ["validate", "ValidateResult"]
+
+make_callable(__name__, validate)  # `hubpub.validate(recipe)` works whichever name Python bound
