@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import QuantizeError
+from .errors import HubpubError, QuantizeError
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -27,33 +27,44 @@ class Calibration:
     available: int  # chunks the corpus could give
 
 
-def read_texts(recipe: "Recipe", name: str | None = None, field: str = "quantize.calibration") -> list[str]:
-    """The raw texts of a corpus named in the recipe (also used by evals)."""
+# the built-in corpus's last topics are held out: calibration never sees what evals measure on
+HELD_OUT_TOPICS = 40
+
+
+def read_texts(recipe: "Recipe", name: str | None = None, field: str = "quantize.calibration", *,
+               error: type[HubpubError] = QuantizeError, held_out: bool = False) -> list[str]:
+    """The raw texts of a corpus named in the recipe: a .txt / .jsonl file or builtin:pydoc.
+
+    Calibration reads the start of builtin:pydoc, evals (held_out=True) its held-out end.
+    """
     name = name or recipe.quantize.calibration
     if name == "builtin:pydoc":
         from pydoc_data.topics import topics
 
-        return [topics[k] for k in sorted(topics)]
+        names = sorted(topics)
+        names = names[-HELD_OUT_TOPICS:] if held_out else names[:-HELD_OUT_TOPICS]
+        return [topics[k] for k in names]
     path = recipe.resolve(name)
     if not path.is_file():
-        raise QuantizeError(f"{field}: file {path} not found; give a .jsonl file with a \"text\" field, a .txt file, or builtin:pydoc")
+        raise error(f"{field}: {path} not found; fix the path (relative to the recipe file) or use builtin:pydoc")
     try:
         raw = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise QuantizeError(f"{field}: {path} is not UTF-8 text; save it as UTF-8") from None
-    if path.suffix == ".txt":
-        return [raw]
-    texts = []
-    for n, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise QuantizeError(f"{field}: {path}:{n}: not valid JSON; each line must be an object like {{\"text\": \"...\"}}") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise QuantizeError(f"{field}: {path}:{n}: needs a string field \"text\"")
-        texts.append(row["text"])
+        raise error(f"{field}: {path} is not UTF-8 text; save it as UTF-8") from None
+    texts = [raw] if path.suffix == ".txt" else []
+    if path.suffix != ".txt":
+        for n, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise error(f"{field}: {path}:{n}: not valid JSON; each line must be an object like {{\"text\": \"...\"}}") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise error(f"{field}: {path}:{n}: needs a string field \"text\"")
+            texts.append(row["text"])
+    if not any(t.strip() for t in texts):
+        raise error(f"{field}: {path} holds no text; give it some text")
     return texts
 
 

@@ -58,7 +58,7 @@ def test_calibration_shorter_than_seqlen(tiny_qwen2, tmp_path, write_recipe):
 
 def test_calibration_file_missing(tiny_qwen2, tmp_path, write_recipe):
     result = quantize(write_recipe(f'output_dir = "{tmp_path}/out"\n[model]\nsource = "{tiny_qwen2}"\n[quantize]\ngroup_size = 32\ncalibration = "nope.jsonl"\n'))
-    expect_error(result, f"quantize.calibration: file {tmp_path}/nope.jsonl not found; give a .jsonl file with a \"text\" field, a .txt file, or builtin:pydoc")
+    expect_error(result, f"quantize.calibration: {tmp_path}/nope.jsonl not found; fix the path (relative to the recipe file) or use builtin:pydoc")
 
 
 def test_trust_remote_code_without_pinned_revision(tmp_path, write_recipe):

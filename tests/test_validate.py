@@ -135,6 +135,8 @@ prompts = ["The class statement", "A for loop", "An exception"]
     assert kl.metrics["top1_agreement"]["quantized"] == 1.0
     assert kl.metrics["perplexity"]["base"] == kl.metrics["perplexity"]["quantized"]
     assert sim.metrics == {name: {"quantized": 1.0} for name in ("exact_match", "char_similarity", "difflib_ratio", "word_jaccard")}
+    compared = [s for s in result.metrics.samples if s.mode == "similarity"]
+    assert len(compared) == 3 and all(s.base.strip() and s.base == s.quantized for s in compared)  # real text, not two empties
 
 
 def _rewrite_without(path: Path, drop: str) -> None:
@@ -265,6 +267,6 @@ file = "data/wiki.txt"
     result = run_cli("validate", str(path))
     assert result.exit_code == 1
     assert result.stderr == (f"Error: {path.resolve()}: eval[0].file: {path.resolve().parent / 'data/wiki.txt'} not found; "
-                             "fix the path (relative to the recipe file)\n")
+                             "fix the path (relative to the recipe file) or use builtin:pydoc\n")
     after = (quantized_qwen2 / METRICS).read_bytes() if (quantized_qwen2 / METRICS).exists() else None
     assert before == after  # bad input changes nothing

@@ -25,31 +25,11 @@ DEFAULT_SIMILARITY_PROMPTS = ["The function returns", "A class definition", "An 
 
 # ----------------------------------------------------------------------------- texts
 def load_texts(recipe: Recipe, index: int, entry: EvalEntry) -> list[str]:
-    """The eval's text: a .txt file, a .jsonl file with a "text" field, or builtin:pydoc."""
-    assert entry.file is not None
-    if entry.file == "builtin:pydoc":
-        from pydoc_data.topics import topics
+    """The eval's text: a .txt file, a .jsonl file with a "text" field, or builtin:pydoc (held out)."""
+    from ..calibration import read_texts
 
-        # the end of the corpus: the start is what the built-in calibration set uses
-        return [topics[k] for k in sorted(topics)[-40:]]
-    path = recipe.resolve(entry.file)
-    if not path.is_file():
-        raise ValidateError(f"{recipe.path}: eval[{index}].file: {path} not found; fix the path (relative to the recipe file)")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix == ".jsonl":
-        texts = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                texts.append(str(json.loads(line)["text"]))
-            except (ValueError, KeyError, TypeError):
-                raise ValidateError(f"{path}:{n}: eval[{index}].file: each line must be a JSON object with a \"text\" field") from None
-    else:
-        texts = [text]
-    if not any(t.strip() for t in texts):
-        raise ValidateError(f"{path}: eval[{index}].file: no text in the file; give it some text to evaluate on")
-    return texts
+    assert entry.file is not None
+    return read_texts(recipe, entry.file, f"{recipe.path}: eval[{index}].file", error=ValidateError, held_out=True)
 
 
 # ----------------------------------------------------------------------------- kl

@@ -93,9 +93,13 @@ def plan(recipe: Recipe, task: str, work: Path) -> Plan:
         elif entry.kind == "similarity":
             prompts = entry.prompts or [p for j in mode_jobs if isinstance(j["prompt"], str) and not j["images"] for p in [j["prompt"]]]
             prompts = prompts or ev.DEFAULT_SIMILARITY_PROMPTS
-            base_mode = next((j for j in mode_jobs if not j["custom_generate"] and not j["images"]), None)
-            job["mode"] = dict(base_mode or mode_jobs[0], stream=False, generate={"max_new_tokens": entry.max_new_tokens, "do_sample": False})
-            job["items"] = [{"prompt": p} for p in dict.fromkeys(prompts)]
+            plain = [j for j in mode_jobs if not j["custom_generate"] and not j["images"]]
+            # an instruct model answers a bare prompt with nothing: ask through its chat template when a mode does
+            chat_mode = next((j for j in plain if isinstance(j["prompt"], list)), None)
+            base_mode = chat_mode or (plain[0] if plain else mode_jobs[0])
+            job["mode"] = dict(base_mode, stream=False, prompts=None,
+                               generate={"max_new_tokens": entry.max_new_tokens, "do_sample": False})
+            job["items"] = [{"prompt": [{"role": "user", "content": p}] if chat_mode else p} for p in dict.fromkeys(prompts)]
             steps += len(job["items"])
         else:  # grounding
             grounding_mode = _grounding_mode(recipe, i, entry.mode, mode_jobs, task)
@@ -191,7 +195,8 @@ def score_evals(recipe: Recipe, plan_: Plan, results: dict[str, dict[str, Any]],
             for name, value in sims.items():
                 result.metrics[name] = {"quantized": value}
             for item, b, q in zip(job["items"], got["base"]["outputs"], got["quantized"]["outputs"]):
-                samples.append(Sample(mode=entry.label, prompt=item["prompt"], base=b, quantized=q))
+                prompt = item["prompt"] if isinstance(item["prompt"], str) else item["prompt"][-1]["content"]
+                samples.append(Sample(mode=entry.label, prompt=prompt, base=b, quantized=q))
         elif entry.kind == "grounding":
             bench = plan_.benches[i]
             scores = {role: ev.score_grounding(bench, got[role]["outputs"]) for role in ROLES}
