@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class Calibration:
     texts: list[str]  # each re-encodes to >= seqlen tokens
     source: str
-    total_tokens: int
+    total_tokens: int  # tokens read from the corpus (reading stops once the samples are there)
     available: int  # chunks the corpus could give
 
 
@@ -73,14 +73,16 @@ def build_calibration(recipe: "Recipe", tokenizer: Any) -> Calibration:
     q = recipe.quantize
     seqlen, wanted = q.seqlen, q.nsamples
     texts = read_texts(recipe)
+    # decode + re-encode can merge tokens and come out shorter: cut with a margin
+    step = seqlen + max(8, seqlen // 8)
     ids: list[int] = []
     sep = tokenizer.eos_token_id
-    for text in texts:
+    for text in texts:  # tokenize only as much of the corpus as the samples need
         ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
         if sep is not None:
             ids.append(sep)
-    # decode + re-encode can merge tokens and come out shorter: cut with a margin
-    step = seqlen + max(8, seqlen // 8)
+        if len(ids) >= step * wanted * 1.25:
+            break
     chunks: list[str] = []
     for start in range(0, len(ids) - step + 1, step):
         text = tokenizer.decode(ids[start : start + step])

@@ -15,6 +15,13 @@ CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# the same template for image-text models: content may be a list of {"type": "image"|"text"} parts
+VLM_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 
 
@@ -145,9 +152,9 @@ def make_tiny_qwen2_vl(out_dir: Path, seed: int = 0) -> Path:
 
 
 def make_tiny_llava(out_dir: Path, seed: int = 0) -> Path:
-    """A tiny LLaVA (CLIP vision tower + projector + Qwen2 decoder), BF16."""
+    """A tiny LLaVA (CLIP vision tower + projector + Qwen2 decoder) with its processor, BF16."""
     import torch
-    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,8 +165,17 @@ def make_tiny_llava(out_dir: Path, seed: int = 0) -> Path:
                               image_size=28, patch_size=14, projection_dim=32)
     cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>"),
                       projector_hidden_act="gelu", vision_feature_layer=-1, tie_word_embeddings=False)
-    model = LlavaForConditionalGeneration(cfg).to(torch.bfloat16)
+    model = LlavaForConditionalGeneration(cfg)
+    train_steps(model, tok, steps=300, seed=seed)  # a decoder that writes words, so output checks mean something
+    model = model.to(torch.bfloat16)
+    model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out_dir)
+    tok.chat_template = VLM_CHAT_TEMPLATE
+    images = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    processor = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=14, chat_template=VLM_CHAT_TEMPLATE,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    processor.save_pretrained(out_dir)
     return out_dir
 
 
