@@ -114,7 +114,9 @@ def write_decoder(full_dir: Path, names: DecoderNames, refs: dict[str, TensorRef
     out.mkdir(parents=True)
     write_streamed([refs[full].renamed(dec) for full, dec in names.to_decoder.items()], out)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    copy_side_files(full_dir, out, skip={"config.json", "generation_config.json"}, code=False)
+    # a text-only decoder: processor files would make AutoRound treat it as a multimodal model
+    processor_files = {"processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json"}
+    copy_side_files(full_dir, out, skip={"config.json", "generation_config.json", *processor_files}, code=False)
 
 
 def copy_side_files(src: Path, dst: Path, skip: set[str], code: bool = True) -> list[str]:
