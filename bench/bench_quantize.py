@@ -7,6 +7,11 @@
 2. repack throughput (write_streamed) vs copying the same bytes with shutil  goal >= 0.7x
 3. checkpoint bytes vs theoretical size (4 bits/weight + scales + zeros + BF16 parts)  goal <= 1.01x
 4. `hubpub --help` wall                                                     goal <= 0.25 s
+5. per algorithm (rtn / awq / autoround / awq+autoround, W3 asym g32 on the same tiny model):
+   `hubpub quantize` wall vs a bare auto-round script with the same algorithms   goal <= 1.05x
+   and mean KL(base || quantized) on held-out text (lower is better)
+
+    python bench/bench_quantize.py algorithms     # only section 5
 """
 
 from __future__ import annotations
@@ -24,6 +29,35 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 SETTINGS = dict(bits=4, group_size=32, sym=True, iters=20, nsamples=8, seqlen=64, batch_size=4, seed=42)
+
+ALG_SETTINGS = dict(bits=3, group_size=32, sym=False, iters=20, nsamples=8, seqlen=64, batch_size=4, seed=42)
+ALGS = {"rtn": ["rtn"], "awq": ["awq", "rtn"], "autoround": ["sign_round"], "awq+autoround": ["awq", "sign_round"]}
+BARE_ALG = textwrap.dedent('''
+    import sys, torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from auto_round import AutoRound, AWQConfig, RTNConfig, SignRoundConfig
+    src, out, s, algs = sys.argv[1], sys.argv[2], {settings}, sys.argv[3].split(",")
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
+    scheme = dict(bits=s["bits"], group_size=s["group_size"], sym=s["sym"])
+    configs = [AWQConfig(**scheme)] if "awq" in algs else []
+    configs.append(SignRoundConfig(iters=s["iters"], **scheme) if "sign_round" in algs else RTNConfig(disable_opt_rtn=True, **scheme))
+    kwargs = {}
+    if algs != ["rtn"]:
+        from pydoc_data.topics import topics
+        names = sorted(topics)[:-40]
+        ids = []
+        for k in names:
+            ids += tok(topics[k], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            if len(ids) > 2 * s["seqlen"] * s["nsamples"]:
+                break
+        step = s["seqlen"] + max(8, s["seqlen"] // 8)
+        data = [tok.decode(ids[i:i + step]) for i in range(0, step * s["nsamples"], step)]
+        kwargs = dict(dataset=data, nsamples=s["nsamples"], seqlen=s["seqlen"], batch_size=s["batch_size"])
+    ar = AutoRound(model, tok, alg_configs=configs, device_map="cpu", enable_torch_compile=False, seed=s["seed"], **kwargs)
+    ar.quantize()
+    ar.save_quantized(out, format="auto_round:auto_gptq")
+''')
 
 BARE = textwrap.dedent('''
     import sys, torch
@@ -52,6 +86,41 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
     return time.perf_counter() - t
 
 
+def kl_vs_base(base_dir: Path, quant_dir: Path) -> float:
+    """Mean KL(base || quantized) of next-token distributions on the held-out end of builtin:pydoc."""
+    import torch
+    from pydoc_data.topics import topics
+    from transformers import AutoTokenizer
+
+    from hubpub.loading import load_checkpoint
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    text = "\n".join(topics[k] for k in sorted(topics)[-40:])
+    ids = tok(text, return_tensors="pt")["input_ids"][:, : 8 * 256].reshape(-1, 256)
+    logp = []
+    for folder in (base_dir, quant_dir):
+        model, problems = load_checkpoint(folder, task="causal-lm", trust_remote_code=False, dtype=torch.bfloat16)
+        assert not problems, problems
+        with torch.no_grad():
+            logp.append(torch.log_softmax(model(input_ids=ids).logits.float(), -1))
+    return float((logp[0].exp() * (logp[0] - logp[1])).sum(-1).mean())
+
+
+def algorithms(tmp: Path, src: Path, env: dict[str, str]) -> None:
+    (tmp / "bare_alg.py").write_text(BARE_ALG.replace("{settings}", repr(ALG_SETTINGS)))
+    q = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in ALG_SETTINGS.items())
+    print(f"algorithms on the tiny Qwen2, W{ALG_SETTINGS['bits']} {'sym' if ALG_SETTINGS['sym'] else 'asym'} g{ALG_SETTINGS['group_size']}:")
+    for method, algs in ALGS.items():
+        out = tmp / f"alg-{method}"
+        recipe = tmp / f"alg-{method}.toml"
+        recipe.write_text(f'output_dir = "{out}"\n[model]\nsource = "{src}"\n[quantize]\nmethod = "{method}"\n{q}\n')
+        ours = timed([sys.executable, "-m", "hubpub", "quantize", str(recipe), "--no-progress"], env, tmp)
+        bare = timed([sys.executable, str(tmp / "bare_alg.py"), str(src), str(tmp / f"bare-{method}"), ",".join(algs)], env, tmp)
+        kl, kl_bare = kl_vs_base(src, out), kl_vs_base(src, tmp / f"bare-{method}")
+        print(f"  {method:14s} wall hubpub {ours:6.2f} s vs bare {bare:6.2f} s = {ours / bare:.3f}x (goal <= 1.05x);"
+              f" KL vs base {kl:.4f} (bare script {kl_bare:.4f})")
+
+
 def main() -> None:
     import tiny_models
     from hubpub.quantize.tensors import tensor_refs, write_streamed
@@ -60,6 +129,9 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", AR_WORK_SPACE=str(tmp / "ar"))
     try:
         src = tiny_models.make_tiny_qwen2(tmp / "qwen2")
+        if sys.argv[1:] == ["algorithms"]:
+            algorithms(tmp, src, env)
+            return
         recipe = tmp / "bench.toml"
         q = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in SETTINGS.items())
         recipe.write_text(f'output_dir = "{tmp / "out"}"\n[model]\nsource = "{src}"\n[quantize]\n{q}\n')
@@ -98,6 +170,7 @@ def main() -> None:
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "hubpub", "--help"], env=env, check=True, stdout=subprocess.DEVNULL)
         print(f"hubpub --help wall: {time.perf_counter() - t:.3f} s (goal <= 0.25 s)")
+        algorithms(tmp, src, env)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

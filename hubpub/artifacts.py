@@ -49,6 +49,7 @@ class TensorGroup(BaseModel):
     bytes_before: int
     bytes_after: int
     dtype: str | None = None  # kept groups: stored dtype
+    rescaled: int = 0  # kept groups: tensors whose values the backend changed (AWQ scales folded into norms)
 
 
 class Manifest(Artifact):
@@ -80,19 +81,48 @@ class Manifest(Artifact):
     versions: dict[str, str]  # torch, transformers, auto_round, hubpub, python
     device: str
     files: list[str] = Field(default_factory=list)  # files of the release folder written by quantize
+    # quantize backend provenance (older manifests lack these: defaults keep them readable)
+    algorithms: list[str] = Field(default_factory=list)  # auto-round algorithms run, e.g. ["awq", "rtn"]
+    backend_settings: dict[str, Any] = Field(default_factory=dict)  # the backend's own [quantize] keys
+    kept_bf16_linears: list[str] = Field(default_factory=list)  # block linears kept BF16 (keep_bf16 / not targets)
+    plan: dict[str, Any] | None = None  # {"blocks", "groups": {pattern: {quantized, kept}}, "quantized", "kept"}
+    calibration_coverage: dict[str, Any] | None = None  # per target group: calls / tokens that reached it
+    calibration_sources: list[dict[str, Any]] = Field(default_factory=list)  # kind, name, revision, samples, sha256 (hubpub/calibration)
 
 
 # ----------------------------------------------------------------------------- metrics
+Interval = tuple[float, float]  # (low, high) of a 95 % interval
+
+
+class MetricInfo(BaseModel):
+    """How one eval metric is shown; set by its eval kind, so the card never guesses from a name."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    label: str
+    unit: str = ""  # "%" = a fraction shown as a percentage; "" = a plain number; or a unit name
+    higher_is_better: bool = True
+    digits: int = 3  # decimals shown (for "%": decimals of the percentage)
+    delta: Literal["relative", "absolute", "points"] = "absolute"  # how base -> quantized is shown
+    headline: bool = True  # shown in the TL;DR table
+
+
 class ModelMetrics(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     weight_bytes: int
+    # memory of the model itself, measured apart from eval work: resident after load, and the peak
+    # while the generation modes ran (both above the process's baseline before loading)
     peak_memory_bytes: int | None = None
+    resident_bytes: int | None = None
     memory_kind: str = "peak_rss_above_baseline"  # or "cuda_max_allocated"
     load_s: float | None = None
-    latency_s: float | None = None  # median per call after warm-up
+    latency_s: float | None = None  # median per call after warm-up (median over modes of each mode's median)
+    latency_interval: Interval | None = None  # bootstrap 95 % interval of latency_s (runs resampled per mode)
+    latency_runs: int = 0  # timed calls per mode
     tokens_per_s: float | None = None
     validity: float | None = None  # fraction of modes whose output passed its checks
+    quant_backend: str | None = None  # the module class that runs the quantized layers
 
 
 class ModeResult(BaseModel):
@@ -104,6 +134,7 @@ class ModeResult(BaseModel):
     expected: str
     output: str
     latency_s: float | None = None
+    latencies_s: list[float] = Field(default_factory=list)  # every timed call
     problem: str | None = None
 
 
@@ -114,8 +145,14 @@ class EvalResult(BaseModel):
     kind: str
     # headline numbers, e.g. {"perplexity": {"base": 12.1, "quantized": 12.6}}
     metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    # 95 % intervals per metric: {"perplexity": {"base": (lo, hi), "quantized": (lo, hi), "delta": (lo, hi)}};
+    # "delta" is the interval of the difference in the metric's delta unit (relative or absolute)
+    intervals: dict[str, dict[str, Interval]] = Field(default_factory=dict)
+    display: dict[str, MetricInfo] = Field(default_factory=dict)  # how each metric is shown
     per_class: list[dict[str, Any]] = Field(default_factory=list)
     images: list[str] = Field(default_factory=list)  # relative to the release folder
+    notes: list[str] = Field(default_factory=list)  # base limitations and other facts for the card
+    details: dict[str, Any] = Field(default_factory=dict)  # kind-specific extras (lm_eval: command, tasks)
 
 
 class GateResult(BaseModel):
@@ -125,6 +162,9 @@ class GateResult(BaseModel):
     threshold: float
     value: float | None
     passed: bool
+    vacuous: bool = False  # the limit cannot fail (e.g. min_validity = 0): reported as such
+    unit: str = ""  # how value/threshold read: "relative" (0.10 = +10 %), "%" or "" (plain)
+    note: str = ""
 
 
 class Sample(BaseModel):
@@ -147,6 +187,7 @@ class Metrics(Artifact):
     evals: list[EvalResult] = Field(default_factory=list)
     gates: list[GateResult] = Field(default_factory=list)
     samples: list[Sample] = Field(default_factory=list)
+    base_limitations: list[str] = Field(default_factory=list)  # modes that fail on the base model too
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -1,7 +1,7 @@
 """hubpub's exceptions: one base, one per stage.
 
 Every message is one line that names the file and/or field at fault and says how to fix it.
-The CLI (hubpub/cli.py) is the only place that turns these into ``Error: ...`` and exit 1.
+The CLI (hubpub/cli/_app.py) is the only place that turns these into ``Error: ...`` and exit 1.
 """
 
 from __future__ import annotations
@@ -53,3 +53,9 @@ class ReleaseError(HubpubError):
     """The release pipeline could not run a stage."""
 
     stage = "release"
+
+
+class PluginError(HubpubError):
+    """A plugin (entry point) failed to import or does not satisfy its protocol."""
+
+    stage = "plugin"

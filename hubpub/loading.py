@@ -32,6 +32,17 @@ def model_class(task: str, model_dir: Path):  # type: ignore[no-untyped-def]
     return transformers.AutoModelForCausalLM
 
 
+def causal_lm_class(model_dir: Path, trust_remote_code: bool):  # type: ignore[no-untyped-def]
+    """The class a standalone checkpoint is quantized through: its own (auto_map, with
+    trust_remote_code) when it ships custom code, else AutoModelForCausalLM."""
+    import transformers
+
+    auto_map = json.loads((Path(model_dir) / "config.json").read_text()).get("auto_map") or {}
+    if trust_remote_code and auto_map and "AutoModelForCausalLM" not in auto_map:
+        return transformers.AutoModel
+    return transformers.AutoModelForCausalLM
+
+
 def load_checkpoint(model_dir: Path, *, task: str, trust_remote_code: bool, dtype: Any = "auto",
                     device: str = "cpu") -> tuple[Any, dict[str, list[str]]]:
     """(model, problems): problems maps missing/unexpected/mismatched_keys to the keys reported."""
@@ -41,9 +52,12 @@ def load_checkpoint(model_dir: Path, *, task: str, trust_remote_code: bool, dtyp
     qconfig = config.get("quantization_config") or {}
     kwargs: dict[str, Any] = {}
     gptq = qconfig.get("quant_method") == "gptq"
-    if qconfig.get("quant_method") in ("gptq", "awq") and not _has_gptq_backend():
-        # transformers wants gptqmodel for these; auto-round's own kernels read both layouts
-        kwargs["quantization_config"] = transformers.AutoRoundConfig()
+    if qconfig:
+        from .quantize.formats import format_of
+
+        fmt = format_of(qconfig)  # the export format knows what makes transformers load it here
+        if fmt is not None:
+            kwargs.update(fmt.load_kwargs(qconfig))
     model, info = model_class(task, model_dir).from_pretrained(
         model_dir, dtype=dtype, device_map=device, output_loading_info=True,
         trust_remote_code=trust_remote_code, **kwargs,
@@ -66,8 +80,3 @@ def describe_problems(problems: dict[str, list[str]]) -> str:
     first = [k for v in problems.values() for k in v][:3]
     return f"{counts} keys (e.g. {', '.join(first)})"
 
-
-def _has_gptq_backend() -> bool:
-    import importlib.util
-
-    return any(importlib.util.find_spec(m) is not None for m in ("gptqmodel", "optimum"))

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 PORT=${PORT:-0}                 # 0: any free port
-DATA=out/devhub-data            # the local Hub's repos persist here between runs
+DATA=${DATA:-out/devhub-data}   # the local Hub's repos persist here between runs
 RECIPE=${RECIPE:-recipes/demo.toml}
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
@@ -22,7 +22,8 @@ OWNER=$($PY -c "from hubpub.recipe import load_recipe; print(load_recipe('$RECIP
 TOKEN="hf_demo_$($PY -c 'import secrets; print(secrets.token_hex(12))')"
 mkdir -p out
 LOG=out/devhub.log
-$PY -m hubpub devhub --port "$PORT" --data "$DATA" --user "$OWNER:$TOKEN" >"$LOG" 2>&1 &
+# the token goes through the environment, not argv (argv is visible to every user in `ps`)
+HUBPUB_DEVHUB_USERS="$OWNER:$TOKEN" $PY -m hubpub devhub --port "$PORT" --data "$DATA" >"$LOG" 2>&1 &
 DEVHUB_PID=$!
 trap 'kill "$DEVHUB_PID" 2>/dev/null || true; wait "$DEVHUB_PID" 2>/dev/null || true' EXIT
 
@@ -40,4 +41,4 @@ HF_TOKEN="$TOKEN" HF_HUB_DISABLE_XET=1 $PY -m hubpub release "$RECIPE" --endpoin
 
 echo
 echo "README.md in the release folder is the model card. The pushed repo lives in $DATA; serve it again with:"
-echo "  hubpub devhub --data $DATA --user $OWNER:<a token of 8+ characters>"
+echo "  HUBPUB_DEVHUB_USERS=$OWNER:<a token of 8+ characters> hubpub devhub --data $DATA"

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hubpub.artifacts import MANIFEST, METRICS, RECIPE_COPY, Manifest, Metrics
+from hubpub.artifacts import MANIFEST, METRICS, RECIPE_COPY, GateResult, Manifest, Metrics
+from hubpub.validate.evals import grounding as grounding_eval
+from hubpub.validate.evals.kl import TOP1
+from hubpub.validate.evals.perplexity import PPL
 
 VERSIONS = {"auto_round": "0.16.1", "hubpub": "0.1.0", "python": "3.11.7", "torch": "2.13.0", "transformers": "5.23.0"}
 ENVIRONMENT = {"device": "cpu", "cpu": "x86_64 (2 cores)", "torch": "2.13.0", "transformers": "5.23.0"}
@@ -140,18 +143,25 @@ def causal_metrics(group_size: int = 128) -> Metrics:
         recipe_hash=f"causal-g{group_size}",
         passed=True,
         environment=ENVIRONMENT,
-        base={"weight_bytes": 988_097_536, "peak_memory_bytes": 1_412_000_000, "load_s": 1.84, "latency_s": 0.912, "tokens_per_s": 26.3, "validity": 1.0},
+        base={"weight_bytes": 988_097_536, "peak_memory_bytes": 1_412_000_000, "resident_bytes": 1_003_000_000, "load_s": 1.84,
+              "latency_s": 0.912, "latency_interval": (0.874, 0.951), "latency_runs": 5, "tokens_per_s": 26.3, "validity": 1.0},
         quantized={
             "weight_bytes": 478_912_000 if v2 else 458_496_000,
             "peak_memory_bytes": 742_000_000 if v2 else 716_000_000,
+            "resident_bytes": 489_000_000 if v2 else 470_000_000,
             "load_s": 2.31,
             "latency_s": 1.204 if v2 else 1.187,
+            "latency_interval": (1.15, 1.26) if v2 else (1.13, 1.24),
+            "latency_runs": 5,
+            "quant_backend": "auto_round_kernel.qlinear.QuantLinearGPTQ",
             "tokens_per_s": 19.9 if v2 else 20.2,
             "validity": 1.0,
         },
         modes=[
-            {"mode": "chat", "model": "base", "ok": True, "expected": "non-empty text", "output": "2, 3 and 5.", "latency_s": 0.91},
-            {"mode": "chat", "model": "quantized", "ok": True, "expected": "non-empty text", "output": "2, 3, 5.", "latency_s": 1.19},
+            {"mode": "chat", "model": "base", "ok": True, "expected": "non-empty text", "output": "2, 3 and 5.", "latency_s": 0.91,
+             "latencies_s": [0.88, 0.90, 0.91, 0.93, 0.95]},
+            {"mode": "chat", "model": "quantized", "ok": True, "expected": "non-empty text", "output": "2, 3, 5.", "latency_s": 1.19,
+             "latencies_s": [1.13, 1.17, 1.19, 1.21, 1.24]},
         ],
         evals=[
             {
@@ -161,9 +171,16 @@ def causal_metrics(group_size: int = 128) -> Metrics:
                     "perplexity": {"base": 12.107, "quantized": 12.488 if v2 else 12.603},
                     "top1_agreement": {"base": None, "quantized": 0.9412 if v2 else 0.9305},
                 },
+                "intervals": {
+                    "perplexity": {"base": (11.62, 12.61), "quantized": (12.07, 13.11) if not v2 else (11.98, 12.99),
+                                   "delta": (0.012, 0.071) if not v2 else (0.004, 0.059)},
+                    "top1_agreement": {"quantized": (0.921, 0.939)},
+                },
+                "display": {"perplexity": PPL.model_dump(), "top1_agreement": TOP1.model_dump()},
             }
         ],
-        gates=[{"name": "max_ppl_increase", "threshold": 0.1, "value": 0.0315 if v2 else 0.041, "passed": True}],
+        gates=[{"name": "max_ppl_increase", "threshold": 0.1, "value": 0.0315 if v2 else 0.041, "passed": True, "unit": "relative",
+                "note": "from perplexity"}],
         samples=[{"mode": "chat", "prompt": "Name three prime numbers.", "base": "2, 3 and 5.", "quantized": "2, 3, 5."}],
     )
 
@@ -230,11 +247,14 @@ def vlm_metrics() -> Metrics:
                 "name": "grounding",
                 "kind": "grounding",
                 "metrics": {"mean_iou": {"base": 0.8145, "quantized": 0.8015}, "iou@0.5": {"base": 1.0, "quantized": 0.875}},
+                "intervals": {"mean_iou": {"base": (0.77, 0.85), "quantized": (0.76, 0.84), "delta": (-0.031, 0.004)},
+                              "iou@0.5": {"base": (1.0, 1.0), "quantized": (0.708, 1.0), "delta": (-0.292, 0.0)}},
+                "display": {k: v.model_dump() for k, v in grounding_eval.METRICS.items() if k != "parsed"},
                 "per_class": per_class,
                 "images": ["assets/grounding_0.png"],
             }
         ],
-        gates=[{"name": "min_validity", "threshold": 1.0, "value": 1.0, "passed": True}],
+        gates=[{"name": "min_validity", "threshold": 1.0, "value": 1.0, "passed": True, "unit": "%", "note": "modes that pass on the base (1 of 1)"}],
         samples=[
             {"mode": "locate", "prompt": "Locate the red square.", "base": "<box>112,80,220,190</box>", "quantized": "<box>110,82,221,188</box>"},
             {"mode": "locate", "prompt": "Locate every | bar.", "base": "line one\nline two", "quantized": ""},
@@ -285,3 +305,38 @@ def v2_release(root: Path) -> Path:
     (previous / RECIPE_COPY).write_text(CAUSAL_RECIPE.format(group_size=128, card_extra="", push_extra='tag = "v1"\n'), encoding="utf-8")
     causal_metrics(128).write(previous / METRICS)
     return causal_release(root, group_size=64, card_extra='previous = "v1"\nprevious_tag = "v1"\n', push_extra='tag = "v2"\n')
+
+
+def lm_eval_metrics() -> Metrics:
+    """The causal release measured with kind = "lm_eval" (arc_easy from the Hub, a local task) and similarity."""
+    metrics = causal_metrics()
+    table = [
+        {"task": "arc_easy", "metric": "acc", "base": 0.7412, "quantized": 0.7336, "recovery": 0.7336 / 0.7412,
+         "base_stderr": 0.0090, "quantized_stderr": 0.0091},
+        {"task": "hubpub_tiny_mc", "metric": "acc", "base": 0.8125, "quantized": 0.75, "recovery": 0.75 / 0.8125,
+         "base_stderr": 0.1008, "quantized_stderr": 0.1118},
+    ]
+    metrics.evals.append(Metrics.model_validate({**metrics.model_dump(), "evals": [{
+        "name": "benchmarks", "kind": "lm_eval",
+        "metrics": {"recovery": {"quantized": (table[0]["recovery"] + table[1]["recovery"]) / 2},
+                    **{f"{t['task']}:acc": {"base": t["base"], "quantized": t["quantized"]} for t in table}},
+        "display": {"recovery": {"label": "Mean recovery (lm-eval)", "unit": "%", "digits": 1, "delta": "points"},
+                    **{f"{t['task']}:acc": {"label": f"{t['task']} acc", "digits": 4, "headline": False} for t in table}},
+        "details": {
+            "table": table, "lm_eval_version": "0.4.13", "num_fewshot": None, "limit": 200,
+            "command": "lm_eval --model hf --model_args pretrained=hubpub-demo/Qwen2.5-0.5B-Instruct-AutoRound-W4A16,dtype=auto"
+                       " --tasks arc_easy,hubpub_tiny_mc --batch_size 1 --limit 200 --include_path tasks",
+            "tasks": [{"task": "arc_easy", "dataset_path": "allenai/ai2_arc", "dataset_name": "ARC-Easy", "version": "1.0", "samples": 200},
+                      {"task": "hubpub_tiny_mc", "dataset_path": "json", "version": "1.0", "samples": 16}],
+        },
+    }]}).evals[0])
+    metrics.gates.append(GateResult(name="min_recovery", threshold=0.97, value=metrics.evals[-1].metrics["recovery"]["quantized"],
+                                    passed=False, unit="%", note="from benchmarks"))
+    metrics.passed = False
+    return metrics
+
+
+def lm_eval_release(root: Path) -> Path:
+    recipe = causal_release(root)
+    lm_eval_metrics().write(root / "out" / METRICS)
+    return recipe

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 import types
@@ -121,7 +122,8 @@ def test_dry_run_on_a_missing_repo_needs_no_token(release, devhub):
     recipe, _ = release
     result = run_push(recipe, devhub, "--dry-run", token=None)
     assert result.exit_code == 0, result.output
-    assert f"repo {devhub.endpoint}/{REPO} (will be created), revision main" in result.output
+    assert f"repo {devhub.endpoint}/{REPO} (will be created, public), revision main" in result.output
+    assert "  commit: a new commit on main" in result.output
     assert not writes_since(devhub, 0)
 
 
@@ -168,7 +170,7 @@ def test_another_users_repo_is_403_and_a_private_one_is_invisible(tmp_path, writ
     with hub_client(devhub.endpoint), pytest.raises(RepositoryNotFoundError):
         api_for(devhub, BOB_TOKEN).model_info("alice/secret-w4")
     result = run_push(private, devhub, "--dry-run", token=BOB_TOKEN)  # bob's plan sees no repo at all
-    assert "alice/secret-w4 (will be created)" in result.output
+    assert "alice/secret-w4 (will be created, private)" in result.output
     assert [r for r in writes_since(devhub, start) if r.status < 400] == []
     assert folder.exists()
 
@@ -181,10 +183,52 @@ def test_existing_tag_is_refused_before_anything_is_sent(release, devhub):
     start = len(devhub.requests)
     result = run_push(recipe, devhub, "--tag", "v1")
     assert result.exit_code == 1
-    assert result.output == (f"Error: tag 'v1' already exists in {REPO} (at {tag_before['v1'][:12]}): hubpub never moves"
-                             " a tag; pick a new one with --tag or [push] tag. Nothing was pushed\n")
+    assert result.output == (f"Error: tag 'v1' already exists in {REPO} (at {tag_before['v1'][:12]}) and holds another"
+                             " release: hubpub never moves a tag; bump the tag ([push] tag) or pass --tag. Nothing was pushed\n")
     assert writes_since(devhub, start) == []
     assert refs(devhub) == ({"main": head}, tag_before)
+
+
+def test_pushing_the_same_release_again_is_a_no_op_that_says_so(release, devhub):
+    recipe, folder = release
+    assert run_push(recipe, devhub, "--tag", "v1").exit_code == 0
+    before = refs(devhub)
+    start = len(devhub.requests)
+    dry = run_push(recipe, devhub, "--tag", "v1", "--dry-run")
+    assert "  tag v1: exists at " in dry.output and "already holds this release: nothing to do" in dry.output
+    assert "  commit: none" in dry.output
+    result = run_push(recipe, devhub, "--tag", "v1")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"tag v1 already points at this release ({before[1]['v1'][:12]}): nothing pushed"
+    assert writes_since(devhub, start) == []
+    assert refs(devhub) == before
+
+
+def test_dry_run_says_a_new_tag_goes_on_the_existing_commit_when_nothing_changed(release, devhub):
+    recipe, folder = release
+    assert run_push(recipe, devhub, "--tag", "v1").exit_code == 0
+    head = refs(devhub)[0]["main"]
+    dry = run_push(recipe, devhub, "--tag", "v2", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"  commit: none (the remote main already holds these files, at {head[:12]})" in dry.output
+    assert f"  tag v2: will be created on the existing commit {head[:12]}" in dry.output
+    assert "  to send: 0 B in 0 file(s)" in dry.output
+    result = run_push(recipe, devhub, "--tag", "v2")
+    assert result.exit_code == 0, result.output
+    assert refs(devhub)[1] == {"v1": head, "v2": head}
+
+
+def test_private_recipe_for_a_public_repo_is_refused_with_the_fix(release, devhub, write_recipe):
+    recipe, folder = release
+    assert run_push(recipe, devhub, "--tag", "v1").exit_code == 0
+    private = write_recipe(recipe_text(extra="private = true\n"), "private.toml")
+    write_card(folder, "# changed\n")
+    start = len(devhub.requests)
+    result = run_push(private, devhub, "--tag", "v2")
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {REPO} exists and is public, but [push] private = true asks for private: change its"
+                             " visibility on the Hub (Settings) or set [push] private = false. Nothing was pushed\n")
+    assert writes_since(devhub, start) == []
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -237,7 +281,9 @@ def test_dead_server_is_a_one_line_error(release):
         port = probe.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}"
     result = CliRunner().invoke(cli, ["push", str(recipe), "--endpoint", endpoint], env={"HF_TOKEN": ALICE_TOKEN})
-    assert (result.exit_code, result.output) == (1, f"Error: cannot reach {endpoint}: is it running? check --endpoint / HF_ENDPOINT and your network\n")
+    assert result.exit_code == 1
+    assert re.fullmatch(rf"Error: cannot reach {re.escape(endpoint)}: is it running\? check --endpoint / HF_ENDPOINT and your network"
+                        r" \(connection refused; 2 tries in \d+\.\d s\)\n", result.output), result.output
 
 
 # ----------------------------------------------------------------------------- crash and resume

@@ -21,7 +21,7 @@ def expect_error(result, message: str) -> None:
 
 def test_missing_local_source(tmp_path, write_recipe):
     result = quantize(write_recipe('[model]\nsource = "./missing_model"\n'))
-    expect_error(result, f"model.source: {tmp_path}/missing_model not found; give an existing model folder, a Hub repo id like 'org/name', a .gguf file or package:NAME")
+    expect_error(result, f"{tmp_path}/recipe.toml:2: model.source: {tmp_path}/missing_model not found; give an existing model folder, a Hub repo id like 'org/name', a .gguf file or package:NAME")
 
 
 def test_hub_source_not_cached_offline(write_recipe):
@@ -29,22 +29,22 @@ def test_hub_source_not_cached_offline(write_recipe):
     expect_error(result, "model.source: 'nobody/no-such-model' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; download it first or unset HF_HUB_OFFLINE")
 
 
-def test_missing_package_source(write_recipe):
+def test_missing_package_source(tmp_path, write_recipe):
     result = quantize(write_recipe('[model]\nsource = "package:no_such_pkg_xyz"\n'))
-    expect_error(result, "model.source: Python package 'no_such_pkg_xyz' is not installed; pip install it (e.g. pip install --no-deps no-such-pkg-xyz)")
+    expect_error(result, f"{tmp_path}/recipe.toml:2: model.source: Python package 'no_such_pkg_xyz' is not installed; pip install it (e.g. pip install --no-deps no-such-pkg-xyz)")
 
 
 def test_split_prefix_matching_nothing_lists_prefixes(tiny_llava, tmp_path, write_recipe):
     out = tmp_path / "out"
     result = quantize(write_recipe(f'output_dir = "{out}"\n[model]\nsource = "{tiny_llava}"\n[quantize]\ngroup_size = 32\n[quantize.split]\nprefix = "text_model."\n'))
-    expect_error(result, "quantize.split.prefix: 'text_model.' matches no tensor of the checkpoint; top-level prefixes found: language_model., multi_modal_projector., vision_tower.")
+    expect_error(result, f"{tmp_path}/recipe.toml:7: quantize.split.prefix: 'text_model.' matches no tensor of the checkpoint; top-level prefixes found: language_model., multi_modal_projector., vision_tower.")
     assert not out.exists()
 
 
 def test_group_size_not_dividing_names_layers(tiny_qwen2, tmp_path, write_recipe):
     out = tmp_path / "out"
     result = quantize(write_recipe(f'output_dir = "{out}"\n[model]\nsource = "{tiny_qwen2}"\n[quantize]\ngroup_size = 128\n'))
-    expect_error(result, "quantize.group_size: 128 does not divide the input size of 12 linear layers (model.layers.0.self_attn.q_proj: 64, model.layers.0.self_attn.k_proj: 64, model.layers.0.self_attn.v_proj: 64, ...); use 64 or 32")
+    expect_error(result, f"{tmp_path}/recipe.toml:5: quantize.group_size: 128 does not divide the input size of 12 linear layers (model.layers.0.self_attn.q_proj: 64, model.layers.0.self_attn.k_proj: 64, model.layers.0.self_attn.v_proj: 64, ...); use 64 or 32")
     assert not out.exists()
 
 
@@ -58,7 +58,7 @@ def test_calibration_shorter_than_seqlen(tiny_qwen2, tmp_path, write_recipe):
 
 def test_calibration_file_missing(tiny_qwen2, tmp_path, write_recipe):
     result = quantize(write_recipe(f'output_dir = "{tmp_path}/out"\n[model]\nsource = "{tiny_qwen2}"\n[quantize]\ngroup_size = 32\ncalibration = "nope.jsonl"\n'))
-    expect_error(result, f"quantize.calibration: {tmp_path}/nope.jsonl not found; fix the path (relative to the recipe file) or use builtin:pydoc")
+    expect_error(result, f"{tmp_path}/recipe.toml:6: quantize.calibration: {tmp_path}/nope.jsonl not found; fix the path (relative paths start at the recipe's folder)")
 
 
 def test_trust_remote_code_without_pinned_revision(tmp_path, write_recipe):

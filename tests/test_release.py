@@ -134,7 +134,9 @@ def test_rerun_with_nothing_changed_is_all_cached(project, hub, token):
     before = dict(hub.stats)
     result = release(load_recipe(project), endpoint=hub.endpoint, progress=False)
     assert _status(result) == {"quantize": "cached", "validate": "cached", "card": "cached", "push": "cached"}
-    assert hub.stats["requests"] == before["requests"]  # a cached push does not even ask the server
+    # a cached push asks the remote whether the tag still holds the pushed commit, and writes nothing
+    assert hub.stats["write_requests"] == before["write_requests"]
+    assert [(r.method, r.path) for r in hub.requests[before["requests"]:]] == [("GET", f"/api/models/{REPO_ID}/refs")]
     assert result.repo_url == f"{hub.endpoint}/{REPO_ID}"
     assert result.tag == "v1"
     assert [row.key for row in result.headline][:2] == ["weight_bytes", "peak_memory_bytes"]
@@ -152,7 +154,8 @@ def test_template_edit_reruns_only_card_and_push(project, hub, token):
     assert hub.stats["lfs_bytes"] == before["lfs_bytes"]
     assert hub.stats["commits"] == before["commits"] + 1
     sent = sorted(f.path for f in result.plan.add + result.plan.change)
-    assert sent == ["README.md"]  # plots are byte-identical: same numbers
+    # plots are byte-identical (same numbers); the edited template travels with the release
+    assert sent == ["README.md", "hubpub_inputs/my_templates/README.md.j2"]
     from huggingface_hub import hf_hub_download
 
     with hub_client(hub.endpoint):
@@ -181,8 +184,9 @@ def test_dry_run_shows_the_push_plan_when_the_folder_is_current(project, hub, to
     result = _run([str(project), "--endpoint", hub.endpoint, "--tag", "v3", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "push      would run (inputs changed)" in result.output
-    assert f"repo {hub.endpoint}/{REPO_ID} (exists), revision main" in result.output
+    assert f"repo {hub.endpoint}/{REPO_ID} (exists, public), revision main" in result.output
     assert "  change  README.md" in result.output
+    assert "  commit: a new commit on main (parent " in result.output
     assert "  tag v3: will be created on the new commit" in result.output
     assert hub.stats["write_requests"] == writes_before
 
@@ -234,7 +238,12 @@ def test_group_size_change_reruns_everything(project, hub, token, tiny_qwen2):
     assert result.outcome("quantize").reason == "inputs changed"
     manifest = json.loads((project.parent / "out" / "tiny" / "hubpub_manifest.json").read_text())
     assert manifest["group_size"] == 64
-    assert (project.parent / "out" / "tiny" / "hubpub_recipe.toml").read_text() == project.read_text()
+    # the published recipe is portable: the template folder travels inside the release, output_dir is dropped
+    published = (project.parent / "out" / "tiny" / "hubpub_recipe.toml").read_text()
+    assert published == project.read_text().replace('output_dir = "out/tiny"\n\n', "").replace(
+        'template_dir = "my_templates"', 'template_dir = "hubpub_inputs/my_templates"').replace(
+        f'source = "{tiny_qwen2}"', f'source = "{tiny_qwen2}" # local, not published (folder)')
+    assert (project.parent / "out" / "tiny" / "hubpub_inputs" / "my_templates" / "README.md.j2").is_file()
 
 
 def test_deleted_output_reruns_its_stage(project, token):
@@ -285,7 +294,7 @@ def test_from_after_until_is_refused(write_recipe, tiny_qwen2):
     assert result.output == "Error: --from push comes after the last stage to run (card); pick a --from at or before it\n"
     result = _run([str(recipe), "--from", "publish"])
     assert result.exit_code == 2
-    assert "'publish' is not one of 'quantize', 'validate', 'card', 'push'" in result.output
+    assert "'publish' is not a stage; use one of quantize, validate, card, push" in result.output
 
 
 def test_missing_recipe(tmp_path):

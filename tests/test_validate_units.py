@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from hubpub.recipe import Expect
-from hubpub.validate import evals, grounding
+from hubpub.validate import grounding
+from hubpub.validate.evals import grounding as grounding_eval
+from hubpub.validate.evals import kl, similarity
 from hubpub.validate.modes import check_output
 
 
@@ -53,47 +55,57 @@ def test_check_output_names_the_failure():
 
 
 def test_text_similarity_exact_numbers():
-    assert evals.text_similarity(["a b c"], ["a b c"]) == {
-        "exact_match": 1.0, "char_similarity": 1.0, "difflib_ratio": 1.0, "word_jaccard": 1.0}
-    sims = evals.text_similarity(["kitten sat"], ["sitting sat"])
+    assert similarity.text_similarity(["a b c"], ["a b c"]) == {
+        "exact_match": 1.0, "char_similarity": 1.0, "difflib_ratio": 1.0, "word_jaccard": 1.0, "flips": 0.0}
+    sims = similarity.text_similarity(["kitten sat"], ["sitting sat"])
     assert sims["exact_match"] == 0.0
     assert sims["char_similarity"] == pytest.approx(1 - 3 / 11)  # kitten -> sitting: 3 edits
     assert sims["word_jaccard"] == pytest.approx(1 / 3)  # {sat} of {kitten, sitting, sat}
-    assert evals.levenshtein("flaw", "lawn") == 2
+    assert sims["flips"] == 1.0  # the answer starts with another word
+    assert similarity.levenshtein("flaw", "lawn") == 2
+
+
+def test_empty_outputs_are_failures_never_matches():
+    # two models that both answer only newlines have NOT produced the same answer
+    both_empty = similarity.text_similarity(["\n\n", "  "], ["\n", ""])
+    assert both_empty == {"exact_match": 0.0, "char_similarity": 0.0, "difflib_ratio": 0.0, "word_jaccard": 0.0, "flips": 1.0}
+    one_empty = similarity.text_similarity(["a b", "c d"], ["a b", " "])
+    assert one_empty["exact_match"] == 0.5 and one_empty["difflib_ratio"] == 0.5 and one_empty["flips"] == 0.5
 
 
 def test_kl_stats_zero_for_identical_and_positive_otherwise():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(2, 5, 11))
     lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    assert evals.kl_stats(lp, lp) == {"kl": 0.0, "top1_agreement": 1.0}
+    assert kl.kl_stats(lp, lp) == {"kl": 0.0, "top1_agreement": 1.0}
     shifted = lp[..., ::-1].copy()
-    stats = evals.kl_stats(lp, shifted)
+    stats = kl.kl_stats(lp, shifted)
     assert stats["kl"] > 0.1 and stats["top1_agreement"] < 0.5
     # KL of two known two-way distributions
     p, q = np.log([[0.5, 0.5]]), np.log([[0.9, 0.1]])
-    assert evals.kl_stats(p, q)["kl"] == pytest.approx(0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1))
+    assert kl.kl_stats(p, q)["kl"] == pytest.approx(0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1))
 
 
 def test_score_grounding_uses_the_first_box_and_counts_unparsed_as_zero(tmp_path):
-    from hubpub.recipe import EvalEntry
-
-    entry = EvalEntry(kind="grounding", images=2, image_size=100, classes=["square"], seed=1)
-    bench = evals.build_grounding(entry, tmp_path, "{target}")
-    assert len(bench.items) == 4 and all(item["prompt"].startswith("the ") for item in bench.items)
+    entry = grounding_eval.GroundingEntry(kind="grounding", images=2, image_size=100, classes=["square"], seed=1)
+    bench = grounding_eval.build_grounding(entry, tmp_path, "{target}")
+    assert len(bench.items) == 4 and all(item.prompt.startswith("the ") for item in bench.items)
     perfect = []
     for _, obj in bench.truth:
         x1, y1, x2, y2 = (v * 10 for v in obj.box)  # 100 px image -> 0-1000 scale
         perfect.append(f"<box>{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}</box>")
-    scores = evals.score_grounding(bench, perfect[:3] + ["no box here"])
+    scores = grounding_eval.score_grounding(bench, perfect[:3] + ["no box here"])
     assert scores["ious"][:3] == [1.0, 1.0, 1.0] and scores["ious"][3] == 0.0
     assert scores["mean_iou"] == 0.75 and scores["iou@0.5"] == 0.75 and scores["parsed"] == 0.75
-    saved = evals.save_annotated(bench, scores["predicted"], tmp_path / "assets", "g")
+    saved = grounding_eval.save_annotated(bench, {"quantized": scores["predicted"], "base": scores["predicted"][:1]}, tmp_path / "assets", "g")
     assert [p.name for p in saved] == ["g_00.png", "g_01.png"]
     from PIL import Image
 
     pixels = set(Image.open(saved[0]).convert("RGB").getdata())
-    assert (0, 170, 0) in pixels and (220, 0, 0) in pixels  # green truth and red prediction drawn
+    assert (0, 170, 0) in pixels and (220, 0, 0) in pixels  # green truth and red (quantized) prediction drawn
+    assert (30, 90, 230) not in pixels  # the base box coincides with truth and quantized here: drawn over
+    rows = grounding_eval.per_class_rows(bench, {"base": scores["ious"], "quantized": scores["ious"]})
+    assert [r["class"] for r in rows] == ["square"]  # one class: no group total to add
 
 
 def test_make_scene_places_objects_without_overlap():

@@ -4,6 +4,8 @@ and the workflow `hubpub init` writes into a user's repo."""
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -48,32 +50,55 @@ def test_ci_runs_the_ci_script():
     assert "bash .ci/run" in runs
 
 
-def test_init_workflow_passes(actionlint):
+def test_init_workflows_pass(actionlint):
+    texts = {name: scaffold_text(name) for name in ("hubpub-release.yml", "hubpub-release-jobs.yml")}
+    assert actionlint(texts) == {name: [] for name in texts}
+
+
+def test_init_workflow_releases_every_recipe_on_version_tags_with_oidc():
     text = scaffold_text("hubpub-release.yml")
-    assert actionlint({"hubpub-release.yml": text}) == {"hubpub-release.yml": []}
-
-
-def test_init_workflow_releases_every_recipe_on_version_tags():
-    workflow = yaml.safe_load(scaffold_text("hubpub-release.yml"))
+    workflow = yaml.safe_load(text)
     assert workflow[True] == {"push": {"tags": ["v*"]}}  # YAML 1.1 reads the key `on` as True
     release = workflow["jobs"]["release"]
-    assert release["strategy"]["matrix"]["recipe"] == "${{ fromJSON(needs.recipes.outputs.recipes) }}"
+    assert release["strategy"]["matrix"]["include"] == "${{ fromJSON(needs.recipes.outputs.recipes) }}"
+    assert release["permissions"] == {"contents": "read", "id-token": "write"}  # OIDC trusted publishing
     step = next(s for s in release["steps"] if s.get("name") == "hubpub release")
-    assert step["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
-    assert step["run"] == 'hubpub release "$RECIPE" --tag "$TAG"'
-    install = next(s for s in release["steps"] if s.get("name", "").startswith("Install torch"))["run"]
-    assert 'pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu' in install
-    from hubpub import __version__
+    assert step["env"] == {"HF_OIDC_RESOURCE": "${{ matrix.repo }}", "HF_TOKEN": "${{ secrets.HF_TOKEN }}"}
+    assert step["with"] == {"recipe": "${{ matrix.recipe }}", "tag": "${{ github.ref_name }}"}
+    # hubpub through the project's composite action at a pinned ref, never from a package index
+    assert re.fullmatch(r"[\w.-]+/[\w.-]+@([0-9a-f]{40}|v[\d.]+)", step["uses"])
+    assert "pip install" not in text and "hubpub==" not in text
+    assert "@" not in text.replace(step["uses"], "").replace("@v", "")  # no placeholder left
 
-    assert f'pip install "hubpub=={__version__}"' in install
-    assert "@" not in install.replace("@v", "")  # no placeholder left
-    assert "HF_OIDC_RESOURCE" in scaffold_text("hubpub-release.yml")
+
+def test_init_recipe_listing_reads_each_recipes_repo(tmp_path):
+    """The `recipes` job's script, run for real: one matrix row per recipe, with its repo_id."""
+    import subprocess
+    import sys
+
+    script = yaml.safe_load(scaffold_text("hubpub-release.yml"))["jobs"]["recipes"]["steps"][1]["run"]
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "a.toml").write_text('[model]\nsource = "x/y"\n[push]\nrepo_id = "me/a"\n')
+    (tmp_path / "recipes" / "b.toml").write_text('[model]\nsource = "x/y"\n')
+    out = tmp_path / "github_output"
+    subprocess.run(["bash", "-c", script], cwd=tmp_path, env={"GITHUB_OUTPUT": str(out), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}, check=True)
+    assert out.read_text() == 'recipes=[{"recipe": "recipes/a.toml", "repo": "me/a"}, {"recipe": "recipes/b.toml", "repo": ""}]\n'
+
+
+def test_init_jobs_workflow_submits_every_recipe_from_a_cpu_runner():
+    workflow = yaml.safe_load(scaffold_text("hubpub-release-jobs.yml"))
+    (job,) = workflow["jobs"].values()
+    assert job["runs-on"] == "ubuntu-latest"
+    step = job["steps"][-1]
+    assert step["with"] == {"recipe": "recipes/*.toml", "tag": "${{ github.ref_name }}", "run-on": "hf-jobs"}
+    assert step["env"] == {"HF_TOKEN": "${{ secrets.HF_TOKEN }}"}
 
 
 def test_action_passes(actionlint):
     action = yaml.safe_load((REPO / "action.yml").read_text())
     assert action["runs"]["using"] == "composite"
-    assert set(action["inputs"]) >= {"recipe", "hubpub-version", "python-version", "endpoint", "args"}
+    assert set(action["inputs"]) >= {"recipe", "python-version", "endpoint", "args", "run-on", "flavor", "timeout"}
+    assert "hubpub-version" not in action["inputs"]  # no version that no index has
     # composite run steps must name their shell, or GitHub refuses the action
     assert all("shell" in step for step in action["runs"]["steps"] if "run" in step)
     as_workflow = _actionlint.action_as_workflow(action)
@@ -87,8 +112,10 @@ def test_action_lint_catches_an_unknown_input(actionlint):
     assert len(problems) == 1 and 'property "pyhton-version" is not defined' in problems[0]["message"]
 
 
-def test_action_installs_cpu_torch_then_hubpub():
+def test_action_installs_cpu_torch_then_its_own_hubpub():
     action = yaml.safe_load((REPO / "action.yml").read_text())
     install = action["runs"]["steps"][1]["run"]
-    assert install.index("--index-url https://download.pytorch.org/whl/cpu") < install.index('"hubpub==$HUBPUB_VERSION"')
-    assert "hubpub \"${args[@]}\"" in action["runs"]["steps"][2]["run"]
+    assert install.index("--index-url https://download.pytorch.org/whl/cpu") < install.index('-c "$ACTION_PATH/constraints.txt" "$ACTION_PATH"')
+    assert "hubpub==" not in install
+    run = action["runs"]["steps"][2]["run"]
+    assert 'args=(release "${recipes[@]}" --on "$ON")' in run and 'hubpub "${args[@]}"' in run

@@ -2,14 +2,15 @@
 
 ``render_card`` reads what quantize and validate wrote, builds the front matter with
 huggingface_hub's ModelCardData, renders the Jinja template, and only when all of that
-succeeded writes the plots and README.md atomically. No torch, no network.
+succeeded writes the plots and README.md atomically. No torch; the network only for
+[card] previous_tag (the previous release's files in the target repo).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -18,6 +19,9 @@ from ..errors import CardError
 from ..recipe import Recipe
 from .environment import export_templates, render_template
 from .history import History, PreviousRelease, compare_releases, load_previous
+
+if TYPE_CHECKING:
+    from ..events import EventSink
 
 __all__ = ["CardResult", "PreviousRelease", "render_card", "export_templates", "compare_releases", "load_previous"]
 
@@ -37,8 +41,14 @@ def render_card(
     output_dir: Path | None = None,
     template_dir: Path | str | None = None,
     previous: Path | str | PreviousRelease | None = None,
+    endpoint: str | None = None,
+    events: "EventSink | None" = None,
 ) -> CardResult:
-    """Render README.md (and assets/*.png plots) into the release folder."""
+    """Render README.md (and assets/*.png plots) into the release folder.
+
+    The history section compares with ``previous`` (a folder or PreviousRelease), else
+    [card] previous (a folder), else [card] previous_tag read from the target repo at ``endpoint``.
+    """
     from .context import build_context, scheme
     from .frontmatter import build_card_data, check_front_matter
     from .numbers import tldr_rows
@@ -55,7 +65,7 @@ def render_card(
     user_dir = _template_dir(recipe, template_dir)
     recipe_copy = out / RECIPE_COPY
     recipe_toml = recipe_copy.read_text(encoding="utf-8") if recipe_copy.is_file() else recipe.text
-    history = _history(recipe, previous, recipe_toml, metrics)
+    history = _history(recipe, previous, recipe_toml, metrics, endpoint)
 
     name = recipe.model.display_name or manifest.model_name
     card_data = build_card_data(recipe, manifest, metrics, name)
@@ -68,6 +78,9 @@ def render_card(
     text = f"---\n{front}\n---\n\n{body.strip(chr(10))}\n"
     front_matter = check_front_matter(front, str(recipe.path))
     images = {plot.name: render_png(plot, scheme(manifest)) for plot in plots}
+    from .frontmatter import eval_result_files
+
+    eval_files = eval_result_files(metrics)  # .eval_results/*.yaml: standard benchmarks, this model's scores
 
     # Everything rendered: now write, plots first so the card never links a missing image.
     written = []
@@ -76,6 +89,9 @@ def render_card(
         if not path.is_file() or path.read_bytes() != png:
             write_atomic(path, png)
         written.append(path)
+    for rel, yaml_text in eval_files.items():
+        write_atomic(out / rel, yaml_text)
+        written.append(out / rel)
     write_atomic(out / CARD, text)
     return CardResult(out / CARD, text, written, front_matter, history)
 
@@ -104,12 +120,29 @@ def _template_dir(recipe: Recipe, template_dir: Path | str | None) -> Path | Non
 
 
 def _history(
-    recipe: Recipe, previous: Path | str | PreviousRelease | None, recipe_toml: str, metrics: Metrics
+    recipe: Recipe, previous: Path | str | PreviousRelease | None, recipe_toml: str, metrics: Metrics, endpoint: str | None
 ) -> History | None:
     if previous is None and recipe.card.previous:
         previous = recipe.resolve(recipe.card.previous)
+    if previous is None and recipe.card.previous_tag:
+        previous = _fetch_previous(recipe, recipe.card.previous_tag, endpoint)
     if previous is None:
         return None
     if not isinstance(previous, PreviousRelease):
         previous = load_previous(Path(previous), recipe.card.previous_tag)
     return compare_releases(previous, recipe_toml, metrics, recipe.push.tag)
+
+
+def _fetch_previous(recipe: Recipe, tag: str, endpoint: str | None) -> PreviousRelease:
+    """The previous release's metrics and recipe, read from the target repo at that tag."""
+    from ..errors import PushError
+    from ..hub.remote import fetch_previous_release
+
+    repo_id = recipe.push.repo_id
+    if not repo_id:
+        raise CardError(f"{recipe.path}: card.previous_tag: needs [push] repo_id (the repo to read tag {tag!r} from); set it or use card.previous")
+    try:
+        metrics_json, recipe_toml = fetch_previous_release(repo_id, tag, endpoint)
+    except PushError as exc:
+        raise CardError(f"{recipe.path}: card.previous_tag: {exc}") from None
+    return PreviousRelease(metrics_json, recipe_toml, tag, f"{repo_id}@{tag}")

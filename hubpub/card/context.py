@@ -18,14 +18,21 @@ from .history import History
 from .numbers import DASH, Row, human_bytes, human_seconds, tldr_rows
 from .plots import Plot
 
-METHOD_NAMES = {"autoround": "AutoRound", "rtn": "RTN"}
-# What a user needs installed to load each export format with transformers.
-FORMAT_INSTALL = {
-    "auto_round": "auto-round",
-    "auto_gptq": "gptqmodel optimum",
-    "auto_awq": "autoawq",
-    "llm_compressor": "compressed-tensors",
-}
+
+def method_name(method: str) -> str:
+    """The quantize backend's display name (its registry entry), or the raw name if not installed."""
+    from ..quantize.backends import backends
+
+    return backends.get(method).display_name if method in backends else method
+
+
+def format_install(fmt: str) -> str:
+    """What a user pip-installs to load an export format with transformers (its registry entry)."""
+    from ..quantize.formats import formats
+
+    return formats.get(fmt).install_line if fmt in formats else ""
+
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 DEFAULT_PROMPT = "Explain in one sentence what weight quantization does."
 
@@ -46,7 +53,7 @@ def build_context(
     history: History | None,
 ) -> dict[str, Any]:
     rows = tldr_rows(metrics, manifest.bytes_before)
-    method = METHOD_NAMES.get(manifest.method, manifest.method)
+    method = method_name(manifest.method)
     name = recipe.model.display_name or manifest.model_name
     title = recipe.card.title or f"{name} {method} {scheme(manifest)}"
     base_model = card_data.base_model
@@ -85,10 +92,10 @@ def build_context(
         "usage": usage(recipe, manifest),
         "evals": evals(metrics),
         "modes": mode_table(metrics),
-        "gates": [
-            {"name": g.name, "threshold": g.threshold, "value": DASH if g.value is None else f"{g.value:.4g}", "passed": g.passed}
-            for g in metrics.gates
-        ],
+        "gates": gate_rows(metrics),
+        "latency": latency_table(metrics),
+        "runtime": runtime(metrics),
+        "base_limitations": [cell(line) for line in metrics.base_limitations],
         "samples": [
             {"mode": s.mode, "prompt": cell(s.prompt), "base": cell(s.base), "quantized": cell(s.quantized)} for s in metrics.samples
         ],
@@ -104,6 +111,7 @@ def build_context(
         "history": history,
         "environment": {k: metrics.environment[k] for k in sorted(metrics.environment)},
         "versions": {k: manifest.versions[k] for k in sorted(manifest.versions)},
+        "variants": recipe._family,  # the family comparison table (hubpub.variants), None for a single release
     }
 
 
@@ -114,28 +122,94 @@ def cell(text: str) -> str:
     return escaped.replace("\r", "").strip().replace("\n", "<br>") or "(empty)"
 
 
+def gate_text(g: Any, value: float | None) -> str:
+    from .. import units
+
+    if value is None:
+        return DASH
+    if g.unit == "relative":
+        return units.signed_percent(value)
+    if g.unit == "%":
+        return units.percent(value)
+    return f"{value:.4g}"
+
+
+def gate_rows(metrics: Metrics) -> list[dict[str, Any]]:
+    rows = []
+    for g in metrics.gates:
+        limit = ("≤ " if g.name.startswith("max_") else "≥ " if g.name.startswith("min_") else "") + gate_text(g, g.threshold)
+        note = "cannot fail at this limit" if g.vacuous else g.note
+        rows.append({"name": g.name, "threshold": limit, "value": gate_text(g, g.value), "passed": g.passed, "vacuous": g.vacuous,
+                     "note": cell(note) if note else ""})
+    return rows
+
+
+def latency_table(metrics: Metrics) -> list[dict[str, str]]:
+    """Per mode: median latency per call of each model, with the spread (min-max of the timed calls)."""
+    from .. import units
+
+    by_mode: dict[str, dict[str, Any]] = {}
+    for r in metrics.modes:
+        if r.latency_s is not None:
+            by_mode.setdefault(r.mode, {})[r.model] = r
+
+    def shown(r: Any) -> str:
+        if r is None:
+            return DASH
+        spread = f" ({units.human_duration(min(r.latencies_s))}–{units.human_duration(max(r.latencies_s))})" if len(r.latencies_s) > 1 else ""
+        return units.human_duration(r.latency_s) + spread
+
+    return [{"mode": mode, "base": shown(sides.get("base")), "quantized": shown(sides.get("quantized")),
+             "runs": str(max(len(r.latencies_s) for r in sides.values()))} for mode, sides in by_mode.items()]
+
+
+def runtime(metrics: Metrics) -> dict[str, Any]:
+    """How the quantized layers ran (kernel / backend) and what the speed numbers support."""
+    q, b = metrics.quantized, metrics.base
+    backend = q.quant_backend
+    rows = {r.key: r for r in tldr_rows(metrics, None)}
+    latency = rows.get("latency_s")
+    if latency is None or latency.left is None:
+        speed = ""
+    elif latency.delta_ci is None:
+        speed = f"too few timed calls ({q.latency_runs} per mode) for a speed claim; set [validate] latency_runs = 5 or more"
+    elif latency.verdict == "tied within noise":
+        speed = "no measurable speed difference: the latency intervals overlap"
+    else:
+        faster = latency.right is not None and latency.right < latency.left
+        speed = f"the quantized model is {'faster' if faster else 'slower'} ({latency.delta_text} per call, interval {latency.delta_ci_text})"
+    device = str(metrics.environment.get("device", ""))
+    slower_or_larger = b is not None and (
+        (latency is not None and latency.verdict == "worse")
+        or (q.resident_bytes is not None and b.resident_bytes is not None and q.resident_bytes > b.resident_bytes))
+    return {"backend": backend, "speed": speed, "device": device,
+            "cpu_note": slower_or_larger and device == "cpu"}
+
+
 def accuracy_verdict(rows: list[Row], metrics: Metrics) -> str:
     failed = [g for g in metrics.gates if not g.passed]
     if failed:
-        gates = ", ".join(f"{g.name} = {DASH if g.value is None else f'{g.value:.4g}'} (limit {g.threshold:g})" for g in failed)
-        gate_text = f"it FAILED {len(failed)} of {len(metrics.gates)} quality gates: {gates}"
+        gates = ", ".join(f"{g.name} = {gate_text(g, g.value)} (limit {gate_text(g, g.threshold)})" for g in failed)
+        gates_said = f"it FAILED {len(failed)} of {len(metrics.gates)} quality gates: {gates}"
     elif len(metrics.gates) == 1:
-        gate_text = f"it passed its quality gate ({metrics.gates[0].name})"
+        gates_said = f"it passed its quality gate ({metrics.gates[0].name})"
     elif metrics.gates:
-        gate_text = f"it passed all {len(metrics.gates)} quality gates"
+        gates_said = f"it passed all {len(metrics.gates)} quality gates"
     else:
-        gate_text = "no quality gates were set"
+        gates_said = "no quality gates were set"
     compared = [r for r in rows if r.key.startswith("eval:") and r.left is not None and r.right is not None]
     if compared:
         head = compared[0]
-        return f"{head.label} {head.left_text} → {head.right_text} ({head.delta_text}); {gate_text}"
-    return gate_text
+        noise = f", {head.verdict}" if head.verdict else ""
+        return f"{head.label} {head.left_text} → {head.right_text} ({head.delta_text}{noise}); {gates_said}"
+    return gates_said
 
 
 def summary_sentence(title: str, method: str, manifest: Manifest, rows: list[Row], base_model: str, verdict: str) -> str:
     by_key = {r.key: r for r in rows}
     parts = []
-    for key, what in (("weight_bytes", "on disk"), ("peak_memory_bytes", "in memory at runtime")):
+    memory_key = "resident_bytes" if "resident_bytes" in by_key else "peak_memory_bytes"
+    for key, what in (("weight_bytes", "on disk"), (memory_key, "in memory at runtime")):
         row = by_key.get(key)
         if row is None or row.relative is None:
             continue
@@ -199,7 +273,7 @@ def usage(recipe: Recipe, manifest: Manifest) -> dict[str, Any]:
         "prompt_literal": json.dumps(prompt, ensure_ascii=False),
         "image_literal": json.dumps(Path(mode.images[0]).name if mode and mode.images else "image.jpg"),
         "trust_remote_code": manifest.trust_remote_code,
-        "install": f'pip install "{install}" {FORMAT_INSTALL.get(manifest.format, "")}'.rstrip(),
+        "install": f'pip install "{install}" {format_install(manifest.format)}'.rstrip(),
         "max_new_tokens": recipe.validate.max_new_tokens,
     }
 
@@ -210,7 +284,10 @@ def evals(metrics: Metrics) -> list[dict[str, Any]]:
     out = []
     for ev in metrics.evals:
         rows = [r for r in eval_rows(metrics) if r.key.startswith(f"eval:{ev.name}:")]
-        out.append({"name": ev.name, "kind": ev.kind, "rows": rows, "per_class": per_class(ev.per_class), "images": list(ev.images)})
+        if ev.details.get("table"):  # lm_eval: the task scores have their own table (each number once)
+            rows = [r for r in rows if r.info is not None and r.info.headline]
+        out.append({"name": ev.name, "kind": ev.kind, "rows": rows, "per_class": per_class(ev.per_class), "images": list(ev.images),
+                    "notes": [cell(n) for n in ev.notes], "details": ev.details})
     return out
 
 
@@ -260,6 +337,8 @@ def mode_table(metrics: Metrics) -> list[dict[str, str]]:
     for mode, results in by_mode.items():
         base, quant = results.get("base"), results.get("quantized")
         problem = next((r.problem for r in (quant, base) if r is not None and r.problem), None)
+        if problem and base is not None and not base.ok:
+            problem = f"base limitation (fails on the base too): {problem}"
         table.append(
             {
                 "mode": mode,
@@ -287,6 +366,13 @@ def caveats(recipe: Recipe, manifest: Manifest, metrics: Metrics) -> list[str]:
     device = str(metrics.environment.get("device", ""))
     if not memory_kind.startswith("cuda") and metrics.quantized.peak_memory_bytes is not None:
         notes.append(f"Memory and latency were measured on {device or 'CPU'}; GPU numbers differ.")
+    if runtime(metrics)["cpu_note"]:
+        backend = metrics.quantized.quant_backend or "the default kernel"
+        notes.append(
+            f"On this CPU the quantized layers ran through `{backend}`, and the quantized model was slower or larger at runtime"
+            " than the base: without a fast kernel the weights are unpacked on the fly. A GPU (or a CPU kernel package such as"
+            " `auto-round-lib`) is what makes W4 fast."
+        )
     return notes
 
 

@@ -22,10 +22,34 @@ from ..errors import CardError
 BUILTIN = "hubpub/templates"
 
 
+class _NoSymlinkLoader(jinja2.FileSystemLoader):
+    """A user's template folder: a symlink could point anywhere (/etc/passwd), so it is refused."""
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> Any:
+        for root in self.searchpath:
+            path = Path(root)
+            for part in Path(template).parts:
+                path = path / part
+                if path.is_symlink():
+                    raise CardError(
+                        f"card template {path}: is a symlink; a template folder may hold only real files:"
+                        " copy the template in instead"
+                    )
+        return super().get_source(environment, template)
+
+
+def refuse_symlinks(user_dir: Path) -> None:
+    """Every entry of a user's template folder is a real file or folder inside it."""
+    for path in sorted(user_dir.rglob("*")):
+        if path.is_symlink():
+            raise CardError(f"card template {path}: is a symlink; a template folder may hold only real files: copy the template in instead")
+
+
 def make_environment(user_dir: Path | None) -> SandboxedEnvironment:
     loaders: list[jinja2.BaseLoader] = []
     if user_dir is not None:
-        loaders.append(jinja2.FileSystemLoader(str(user_dir)))
+        refuse_symlinks(user_dir)
+        loaders.append(_NoSymlinkLoader(str(user_dir)))
     loaders.append(jinja2.PackageLoader("hubpub", "templates"))
     return SandboxedEnvironment(
         loader=jinja2.ChoiceLoader(loaders),

@@ -113,11 +113,22 @@ def eval_results(manifest: Manifest, metrics: Metrics, pipeline_tag: str, model_
     from huggingface_hub import EvalResult
 
     results = []
+    seen: set[tuple[str, str]] = set()
     for ev in metrics.evals:
+        if ev.kind == "lm_eval":  # standard benchmarks: the task scores, named by their datasets
+            tasks = {t["task"]: t for t in ev.details.get("tasks", [])}
+            for row in ev.details.get("table", []):
+                dataset = tasks.get(row["task"], {}).get("dataset_path") or row["task"]
+                results.append(EvalResult(task_type=pipeline_tag, dataset_type=dataset, dataset_name=row["task"],
+                                          metric_type=row["metric"], metric_value=round(float(row["quantized"]), 6),
+                                          source_name="lm-evaluation-harness", source_url=LM_EVAL_URL))
+            continue
         for name in ev.metrics:
             value = ev.metrics[name].get("quantized")
-            if value is None:
+            info = ev.display.get(name)
+            if value is None or (info is not None and not info.headline) or (ev.name, name) in seen:
                 continue
+            seen.add((ev.name, name))
             results.append(
                 EvalResult(
                     task_type=pipeline_tag,
@@ -128,6 +139,26 @@ def eval_results(manifest: Manifest, metrics: Metrics, pipeline_tag: str, model_
                 )
             )
     return results
+
+
+def one_tag_per_concept(tags: list[str]) -> list[str]:
+    """'autoround' and 'auto_round' (or 'auto-round') are one concept: keep the first spelling."""
+    seen: set[str] = set()
+    out = []
+    for tag in tags:
+        key = tag.lower().replace("_", "").replace("-", "")
+        if key not in seen:
+            seen.add(key)
+            out.append(tag)
+    return out
+
+
+def index_name(recipe: Recipe, model_name: str, manifest: Manifest) -> str:
+    """model-index names THIS model (the pushed repo), never the base model it came from."""
+    if recipe.push.repo_id:
+        return recipe.push.repo_id.split("/")[-1]
+    method = {"autoround": "AutoRound", "rtn": "RTN"}.get(manifest.method, manifest.method)
+    return recipe.card.title or f"{model_name} {method} W{manifest.bits}A16"
 
 
 def build_card_data(recipe: Recipe, manifest: Manifest, metrics: Metrics, model_name: str) -> Any:
@@ -142,7 +173,7 @@ def build_card_data(recipe: Recipe, manifest: Manifest, metrics: Metrics, model_
             f"{recipe.path}: card.pipeline_tag: not set and the base card names none;"
             ' set pipeline_tag in [card], e.g. pipeline_tag = "text-generation"'
         )
-    tags = [manifest.method, f"{manifest.bits}-bit", manifest.format, "hubpub", *recipe.card.tags]
+    tags = one_tag_per_concept([manifest.method, f"{manifest.bits}-bit", manifest.format, "hubpub", *recipe.card.tags])
     language = recipe.card.language or base_card.get("language") or None
     results = eval_results(manifest, metrics, pipeline_tag, model_name)
     data = ModelCardData(
@@ -152,7 +183,7 @@ def build_card_data(recipe: Recipe, manifest: Manifest, metrics: Metrics, model_
         pipeline_tag=pipeline_tag,
         language=language,
         tags=list(dict.fromkeys(tags)),
-        model_name=model_name if results else None,
+        model_name=index_name(recipe, model_name, manifest) if results else None,
         eval_results=results or None,
         **resolve_license(recipe, base_card, readme),
     )
@@ -177,3 +208,46 @@ def check_front_matter(yaml_text: str, where: str) -> dict[str, Any]:
         if not (isinstance(base, str) and "/" in base and looks_like_repo_id(base)):
             raise CardError(f"{where}: card.base_model: {base!r} is not a Hub repo id like 'org/name'")
     return data
+
+
+# ----------------------------------------------------------------------------- .eval_results/*.yaml
+EVAL_RESULTS_DIR = ".eval_results"
+LM_EVAL_URL = "https://github.com/EleutherAI/lm-evaluation-harness"
+
+
+def eval_result_files(metrics: Metrics) -> dict[str, str]:
+    """``.eval_results/<task>.yaml`` for every lm-eval task that reads a Hub benchmark dataset:
+    this model's score, built with huggingface_hub's EvalResultEntry and checked by its own parser."""
+    import yaml
+    from huggingface_hub import EvalResultEntry
+    from huggingface_hub._eval_results import eval_result_entries_to_yaml, parse_eval_result_entries
+
+    files: dict[str, str] = {}
+    for ev in metrics.evals:
+        if ev.kind != "lm_eval":
+            continue
+        details = ev.details
+        tasks = {t["task"]: t for t in details.get("tasks", [])}
+        for row in details.get("table", []):
+            info = tasks.get(row["task"], {})
+            dataset = info.get("dataset_path") or ""
+            if "/" not in dataset or Path(dataset).exists():  # a local or builder dataset: no Hub leaderboard to join
+                continue
+            setup = ", ".join(f"{k}={details[k]}" for k in ("num_fewshot", "limit") if details.get(k) is not None)
+            entry = EvalResultEntry(
+                dataset_id=dataset,
+                task_id=info.get("dataset_name") or row["task"],
+                value=round(float(row["quantized"]), 6),
+                dataset_revision=info.get("dataset_revision"),
+                source_url=LM_EVAL_URL,
+                source_name=f"lm-evaluation-harness {details.get('lm_eval_version', '')}".strip(),
+                notes=f"lm-eval task {row['task']}, metric {row['metric']}{', ' + setup if setup else ''}; measured by hubpub validate",
+            )
+            data = eval_result_entries_to_yaml([entry])
+            text = yaml.safe_dump(data, sort_keys=False)
+            parsed = parse_eval_result_entries(yaml.safe_load(text))  # the library's own reader must get it back
+            if len(parsed) != 1 or parsed[0].dataset_id != dataset or parsed[0].value != entry.value:
+                raise CardError(f"{EVAL_RESULTS_DIR}/{row['task']}.yaml does not round-trip through huggingface_hub")
+            name = f"{row['task']}_{row['metric']}".replace("/", "_").replace(",", "_")
+            files[f"{EVAL_RESULTS_DIR}/{name}.yaml"] = text
+    return files

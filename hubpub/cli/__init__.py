@@ -13,6 +13,9 @@ from . import card_cmd  # noqa: E402,F401
 from . import push_cmd  # noqa: E402,F401
 from . import release_cmd  # noqa: E402,F401
 from . import check_cmd  # noqa: E402,F401
+from . import jobs_cmd  # noqa: E402,F401
+from . import reproduce_cmd  # noqa: E402,F401
+from . import init_cmd  # noqa: E402,F401  (after release_cmd: its `init` is the one registered)
 
 
 def main(argv: list[str] | None = None) -> None:

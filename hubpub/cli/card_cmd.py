@@ -34,7 +34,7 @@ def card_command(recipe: str, template_dir: str | None, previous: str | None) ->
     """
     from ..card import render_card
 
-    result = render_card(load(recipe), template_dir=template_dir, previous=previous)
+    result = render_card(load(recipe, stage="card"), template_dir=template_dir, previous=previous)
     plots = f", {len(result.plots)} plot{'s' if len(result.plots) != 1 else ''}" if result.plots else ""
     click.echo(f"Wrote {result.path} ({len(result.text.splitlines())} lines{plots})")
 

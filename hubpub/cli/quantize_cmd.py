@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import click
 
-from ._app import RECIPE, cli, load
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+from ._app import RECIPE, VERBOSE, cli, load, renderer
 
 
 @cli.command("quantize")
 @RECIPE
 @click.option("--force", is_flag=True, help="Quantize again even if a finished output for this recipe exists.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (logs, CI).")
-def quantize_cmd(recipe: str, force: bool, no_progress: bool) -> None:
+@click.option("--no-progress", is_flag=True, help="No progress bars or progress lines.")
+@VERBOSE
+def quantize_cmd(recipe: str, force: bool, no_progress: bool, verbose: bool) -> None:
     """Quantize the recipe's base model into output_dir (weights, config, manifest).
 
     \b
@@ -31,9 +24,12 @@ def quantize_cmd(recipe: str, force: bool, no_progress: bool) -> None:
     from rich.table import Table
 
     from ..quantize import quantize
+    from ..stage_table import _call
+    from ..units import human_bytes, human_duration
 
-    loaded = load(recipe)
-    result = quantize(loaded, force=force, progress=not no_progress)
+    loaded = load(recipe, stage="quantize")
+    with renderer(verbose=verbose, quiet=no_progress) as events:
+        result = _call(quantize, loaded, force=force, progress=False, events=events)
     m = result.manifest
     console = Console(stderr=False, highlight=False)
     if result.reused:
@@ -43,9 +39,9 @@ def quantize_cmd(recipe: str, force: bool, no_progress: bool) -> None:
     table.add_column("value", justify="right")
     table.add_row("linears quantized", str(m.linears_quantized))
     table.add_row("tensors", f"{m.tensors_before} -> {m.tensors_after}")
-    table.add_row("weights before", _size(m.bytes_before))
-    table.add_row("weights after", _size(m.bytes_after))
+    table.add_row("weights before", human_bytes(m.bytes_before))
+    table.add_row("weights after", human_bytes(m.bytes_after))
     table.add_row("ratio", f"{result.ratio:.2f}x")
-    table.add_row("time", f"{m.timings.get('total', 0.0):.1f} s on {m.device}")
+    table.add_row("time", f"{human_duration(m.timings.get('total', 0.0))} on {m.device}")
     console.print(table)
     console.print(f"Wrote {result.output_dir}")

@@ -1,4 +1,4 @@
-"""`hubpub release` and `hubpub init`."""
+"""`hubpub release` (`hubpub init` is in init_cmd.py)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._app import RECIPE, cli, load
+from ._app import RECIPE, VERBOSE, StageChoice, cli, load, renderer
 
 if TYPE_CHECKING:
-    from ..release import ReleaseResult, StageOutcome
+    from ..events import StageEvent
+    from ..release import ReleaseResult
 
-STAGE_CHOICE = click.Choice(["quantize", "validate", "card", "push"])
+STAGE_CHOICE = StageChoice()
 
 
 @cli.command("release")
-@RECIPE
+@click.argument("recipes", metavar="RECIPE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--from", "from_stage", type=STAGE_CHOICE, help="Start at this stage (it always runs); earlier outputs are used as they are.")
 @click.option("--until", "until_stage", type=STAGE_CHOICE, help="Stop after this stage.")
 @click.option("--no-push", is_flag=True, help="Run quantize, validate and card; upload nothing.")
@@ -24,8 +25,19 @@ STAGE_CHOICE = click.Choice(["quantize", "validate", "card", "push"])
 @click.option("--force", is_flag=True, help="Run every stage even when its inputs are unchanged.")
 @click.option("--endpoint", metavar="URL", help="Hub endpoint (default: HF_ENDPOINT, else https://huggingface.co).")
 @click.option("--tag", help="Tag for the release commit (default: the recipe's [push] tag).")
+@click.option("--variant", metavar="NAME", help="Release only this [[variant]] of the recipe (default: every variant).")
+@click.option("--on", "on", type=click.Choice(["local", "hf-jobs"]), default="local", show_default=True,
+              help="Where to run: here, or as a Hugging Face Job per recipe (several recipes: parallel jobs).")
+@click.option("--flavor", metavar="NAME", help="--on hf-jobs: hardware flavor (default: [jobs] flavor; `hubpub jobs flavors`).")
+@click.option("--timeout", metavar="DURATION", help="--on hf-jobs: stop the job after this long, e.g. 2h, 90m (default: [jobs] timeout).")
+@click.option("--detach", is_flag=True, help="--on hf-jobs: print the job id and return; follow with `hubpub jobs logs ID -f`.")
+@VERBOSE
 def release_command(
-    recipe: str,
+    recipes: tuple[str, ...],
+    on: str,
+    flavor: str | None,
+    timeout: str | None,
+    detach: bool,
     from_stage: str | None,
     until_stage: str | None,
     no_push: bool,
@@ -33,6 +45,8 @@ def release_command(
     force: bool,
     endpoint: str | None,
     tag: str | None,
+    verbose: bool,
+    variant: str | None = None,
 ) -> None:
     """Quantize, validate, write the card and push, skipping stages whose inputs are unchanged.
 
@@ -46,31 +60,71 @@ def release_command(
       hubpub release recipes/demo.toml --dry-run
       hubpub release recipe.toml --from card --no-push
       hubpub release recipe.toml --tag "$GITHUB_REF_NAME"
+      hubpub release recipes/a.toml recipes/b.toml --on hf-jobs --flavor a10g-small
     """
+    if on == "hf-jobs":
+        from .jobs_cmd import release_on_jobs
+
+        return release_on_jobs(recipes, flavor=flavor, timeout=timeout, detach=detach, endpoint=endpoint, tag=tag,
+                               push=not no_push, force=force, until_stage=until_stage, from_stage=from_stage, dry_run=dry_run)
+    if len(recipes) > 1 or flavor or timeout or detach:
+        raise click.UsageError("several recipes, --flavor, --timeout and --detach need --on hf-jobs")
+    recipe = recipes[0]
     from ..release import release
     from rich.console import Console
 
     console = Console(highlight=False, soft_wrap=True)  # URLs stay on one line
-    result = release(
-        load(recipe),
-        from_stage=from_stage,
-        until_stage=until_stage,
-        push=not no_push,
-        dry_run=dry_run,
-        force=force,
-        endpoint=endpoint,
-        tag=tag,
-        on_stage=lambda outcome: _print_stage(console, outcome),
-    )
+    loaded = load(recipe)
+    if loaded.variants or variant:
+        return _release_family(console, loaded, variant=variant, from_stage=from_stage, until_stage=until_stage,
+                               push=not no_push, dry_run=dry_run, force=force, endpoint=endpoint, tag=tag, verbose=verbose)
+    with renderer(verbose=verbose, on_stage=lambda event: _print_stage(console, event)) as events:
+        result = release(
+            loaded,
+            from_stage=from_stage,
+            until_stage=until_stage,
+            push=not no_push,
+            dry_run=dry_run,
+            force=force,
+            endpoint=endpoint,
+            tag=tag,
+            events=events,
+        )
     _print_summary(console, result)
 
 
-def _print_stage(console, outcome: StageOutcome) -> None:  # type: ignore[no-untyped-def]
-    style = {"running": "bold", "ran": "green", "cached": "dim", "skipped": "dim", "would run": "yellow"}[outcome.status]
-    took = f" in {outcome.seconds:.1f} s" if outcome.status == "ran" else ""
-    why = f" ({outcome.reason})" if outcome.reason else ""
-    label = "running..." if outcome.status == "running" else outcome.status + took
-    console.print(f"[{style}]{outcome.stage:<9} {label}{why}[/{style}]")
+def _release_family(console, recipe, *, variant: str | None, verbose: bool, **options) -> None:  # type: ignore[no-untyped-def]
+    """A recipe with [[variant]] tables: every variant (or --variant NAME), then the family README."""
+    from ..variants import release_family
+
+    with renderer(verbose=verbose, on_stage=lambda event: _print_stage(console, event)) as events:
+        result = release_family(recipe, variant, events=events,
+                                on_variant=lambda name: console.print(f"[bold]variant {name}[/bold]"), **options)
+    for name, one in result.results:
+        console.print(f"[bold]== variant {name}[/bold]")
+        _print_summary(console, one)
+    if result.table is not None:
+        from rich.table import Table
+
+        table = Table(title=result.table.title, title_justify="left")
+        for column in ("variant", "format", "bits/group", "size", "bits/weight", "latency", *result.table.columns, "gates", ""):
+            table.add_column(column)
+        for row in result.table.rows:
+            table.add_row(row["name"], str(row.get("format", "—")), row["scheme"], row["size_text"], row["bpw_text"],
+                          row["latency_text"], *[row["cells"].get(c, "—") for c in result.table.columns], row["verdict"],
+                          "recommended" if row["recommended"] else "")
+        console.print(table)
+    if result.readme is not None:
+        console.print(f"family README: {result.readme}")
+
+
+def _print_stage(console, event: StageEvent) -> None:  # type: ignore[no-untyped-def]
+    style = {"running": "bold", "ran": "green", "cached": "dim", "skipped": "dim", "would run": "yellow"}.get(event.status, "")
+    took = f" in {event.seconds:.1f} s" if event.status == "ran" else ""
+    why = f" ({event.reason})" if event.reason else ""
+    label = "running..." if event.status == "running" else event.status + took
+    text = f"{event.stage:<9} {label}{why}"
+    console.print(f"[{style}]{text}[/{style}]" if style else text, markup=bool(style))
 
 
 def _print_summary(console, result: ReleaseResult) -> None:  # type: ignore[no-untyped-def]
@@ -79,7 +133,11 @@ def _print_summary(console, result: ReleaseResult) -> None:  # type: ignore[no-u
     if result.dry_run:
         console.print("[yellow]Dry run: nothing was written or uploaded.[/yellow]")
         if result.plan is not None:
-            console.print("\n".join(result.plan.lines()), markup=False)
+            console.print("push plan:\n" + "\n".join(result.plan.lines()), markup=False)
+        elif any(s.stage == "push" and s.status == "would run" for s in result.stages):
+            console.print("push plan: made after the stages before it have run (their outputs change what is pushed)")
+    for note in result.notes:
+        console.print(note, markup=False)
     if result.headline:
         table = Table(title=f"Release of {result.recipe_path.name}", title_justify="left")
         for column in ("", "base", "quantized", "change"):
@@ -88,7 +146,7 @@ def _print_summary(console, result: ReleaseResult) -> None:  # type: ignore[no-u
             table.add_row(row.label, row.left_text, row.right_text, row.delta_text)
         console.print(table)
     if result.bytes_uploaded is not None:
-        from ..card.numbers import human_bytes
+        from ..units import human_bytes
 
         console.print(f"uploaded {human_bytes(result.bytes_uploaded)}")
     if result.repo_url:
@@ -99,25 +157,4 @@ def _print_summary(console, result: ReleaseResult) -> None:  # type: ignore[no-u
     console.print(f"release folder: {result.output_dir}")
 
 
-@cli.command("init")
-@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
-def init_command(directory: Path, force: bool) -> None:
-    """Start a repo that releases models with hubpub: a recipe and a GitHub Actions workflow.
-
-    Writes recipes/model.toml (edit source and repo_id) and .github/workflows/hubpub-release.yml,
-    which runs `hubpub release` for every recipes/*.toml when you push a tag like v1.0.
-    Existing files are left alone unless --force is given.
-
-    \b
-    Example:
-      hubpub init my-models
-      cd my-models && hubpub check recipes/model.toml
-      git tag v1 && git push --tags
-    """
-    from ..init import init
-
-    result = init(directory, force=force)
-    for path in result.written:
-        click.echo(f"wrote {path}")
-    click.echo(result.next_steps)
+# `hubpub init` lives in init_cmd.py.

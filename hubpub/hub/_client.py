@@ -20,14 +20,67 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 NO_TOKEN = "no Hugging Face token: set HF_TOKEN or run `hf auth login`"
 
 
+# a dead endpoint fails in under 3 s: huggingface_hub itself retries 5 times over ~23 s
+PROBE_TRIES = 2
+PROBE_TIMEOUT_S = 1.0
+PROBE_WAIT_S = 0.25
+
+
+def shown_url(url: str) -> str:
+    """The URL without any user:password@ part, for messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
 def resolve_endpoint(endpoint: str | None) -> str:
     """--endpoint, else HF_ENDPOINT, else the real Hub. Never a silent fallback to devhub."""
     chosen = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-    parts = urlsplit(chosen)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        where = "--endpoint" if endpoint else "HF_ENDPOINT"
-        raise PushError(f"{where} {chosen!r}: not an http(s) URL; use e.g. http://127.0.0.1:8765 or {DEFAULT_ENDPOINT}")
+    where = "--endpoint" if endpoint else "HF_ENDPOINT"
+    try:
+        parts = urlsplit(chosen)
+        hostname, _ = parts.hostname, parts.port  # .port raises ValueError for a bad port
+    except ValueError:
+        raise PushError(f"{where} {shown_url(chosen)!r}: not a valid URL; use e.g. http://127.0.0.1:8765 or {DEFAULT_ENDPOINT}") from None
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise PushError(f"{where} {shown_url(chosen)!r}: not an http(s) URL; use e.g. http://127.0.0.1:8765 or {DEFAULT_ENDPOINT}")
+    if parts.username is not None or parts.password is not None:
+        raise PushError(f"{where} {shown_url(chosen)!r} has credentials in it (user:password@): remove them;"
+                        " hubpub sends the token from HF_TOKEN or `hf auth login`, never from a URL")
     return chosen
+
+
+def probe_endpoint(endpoint: str) -> None:
+    """Fail fast, with a message that says so, when nothing listens at the endpoint:
+    PROBE_TRIES TCP connects of PROBE_TIMEOUT_S each. Skipped behind an HTTP(S) proxy."""
+    import socket
+    import time
+    import urllib.request
+
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxies = urllib.request.getproxies()
+    if (proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host):
+        return  # the proxy decides what is reachable
+    started = time.monotonic()
+    reason = "no answer"
+    for attempt in range(PROBE_TRIES):
+        try:
+            with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+                return
+        except socket.timeout:
+            reason = f"no answer within {PROBE_TIMEOUT_S:g} s"
+        except socket.gaierror:
+            reason = f"unknown host {host!r}"
+        except OSError as exc:
+            reason = (exc.strerror or type(exc).__name__).lower()
+        if attempt + 1 < PROBE_TRIES:
+            time.sleep(PROBE_WAIT_S)
+    elapsed = time.monotonic() - started
+    raise PushError(f"cannot reach {shown_url(endpoint)}: is it running? check --endpoint / HF_ENDPOINT and your network"
+                    f" ({reason}; {PROBE_TRIES} tries in {elapsed:.1f} s)")
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -41,14 +94,37 @@ def is_loopback(endpoint: str) -> bool:
 
 
 def resolve_token(*, required: bool) -> str | None:
+    """HF_TOKEN, else the stored `hf auth login` token; checked, never printed."""
     token = os.environ.get("HF_TOKEN") or None
+    where = "HF_TOKEN"
     if token is None:
         from huggingface_hub import get_token
 
         token = get_token()
-    if token is None and required:
-        raise PushError(NO_TOKEN)
+        where = "the Hugging Face token (HF_TOKEN, HUGGING_FACE_HUB_TOKEN or the `hf auth login` token file)"
+    if token is None:
+        if required:
+            raise PushError(NO_TOKEN)
+        return None
+    check_token(token, where)
     return token
+
+
+def check_token(token: str, where: str = "HF_TOKEN") -> None:
+    """A token that cannot be sent in an HTTP header is refused here, with a message that names
+    where it came from and never shows it (not even a part of it)."""
+    if token != token.strip():
+        raise PushError(
+            f"{where} starts or ends with whitespace or a newline (e.g. from `echo` or a file with a final newline):"
+            " strip it, e.g. export HF_TOKEN=\"$(tr -d '[:space:]' < token.txt)\"")
+    bad = next((i for i, c in enumerate(token) if not c.isascii()), None)
+    if bad is not None:
+        raise PushError(f"{where} has a non-ASCII character at position {bad + 1} of {len(token)}: tokens are plain ASCII"
+                        " (hf_...); copy it again from https://huggingface.co/settings/tokens")
+    bad = next((i for i, c in enumerate(token) if c.isspace() or ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise PushError(f"{where} has a space or control character at position {bad + 1} of {len(token)};"
+                        " copy the token again from https://huggingface.co/settings/tokens")
 
 
 @contextlib.contextmanager
@@ -59,7 +135,8 @@ def hub_client(endpoint: str) -> Iterator[None]:
 
     local = is_loopback(endpoint)
     if constants.HF_HUB_OFFLINE and not local:
-        raise PushError(f"HF_HUB_OFFLINE=1 is set: unset it to reach {endpoint}")
+        raise PushError(f"HF_HUB_OFFLINE=1 is set: unset it to reach {shown_url(endpoint)}")
+    probe_endpoint(endpoint)
     saved = constants.HF_HUB_OFFLINE, constants.HF_HUB_DISABLE_XET
     if local:
         constants.HF_HUB_OFFLINE, constants.HF_HUB_DISABLE_XET = False, True

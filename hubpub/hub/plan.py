@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PushError
+from ..units import human_bytes
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -47,13 +48,38 @@ class PushPlan:
     repo_exists: bool
     branch_exists: bool
     remote_commit: str | None  # head of the revision the plan was made against
-    tag_commit: str | None  # where `tag` points already (a push would be refused)
+    tag_commit: str | None  # where `tag` points already
     add: list[FileChange] = field(default_factory=list)
     change: list[FileChange] = field(default_factory=list)
     delete: list[FileChange] = field(default_factory=list)
     unchanged: list[FileChange] = field(default_factory=list)
     delete_missing: bool = False
     local: list[LocalFile] = field(default_factory=list)
+    tag_holds_release: bool = False  # the existing tag's tree already holds exactly these files
+    remote_private: bool | None = None  # visibility of the existing repo
+    private: bool | None = None  # visibility the recipe asks for
+
+    @property
+    def visibility_conflict(self) -> bool:
+        return self.repo_exists and self.private is not None and self.remote_private is not None and self.remote_private != self.private
+
+    @property
+    def refusal(self) -> str | None:
+        """Why the push would be refused, or None (checked before any upload)."""
+        if self.visibility_conflict:
+            have, want = ("private", "public") if self.remote_private else ("public", "private")
+            return (f"{self.repo_id} exists and is {have}, but [push] private = {str(self.private).lower()} asks for {want}:"
+                    f" change its visibility on the Hub (Settings) or set [push] private = {str(bool(self.remote_private)).lower()}."
+                    " Nothing was pushed")
+        if self.tag and self.tag_commit and not self.tag_holds_release:
+            return (f"tag {self.tag!r} already exists in {self.repo_id} (at {self.tag_commit[:12]}) and holds another release:"
+                    " hubpub never moves a tag; bump the tag ([push] tag) or pass --tag. Nothing was pushed")
+        return None
+
+    @property
+    def already_published(self) -> bool:
+        """The tag already points at a commit holding exactly this release: pushing is a no-op."""
+        return bool(self.tag and self.tag_commit and self.tag_holds_release)
 
     @property
     def bytes_to_send(self) -> int:
@@ -64,33 +90,41 @@ class PushPlan:
         return bool(self.add or self.change or (self.delete and self.delete_missing))
 
     def lines(self) -> list[str]:
-        """The plan as a reader sees it (dry-run output)."""
+        """The plan as a reader sees it (dry-run output): exactly what the push will do."""
         where = f"{self.endpoint}/{self.repo_id}"
         state = "exists" if self.repo_exists else "will be created"
+        if self.repo_exists and self.remote_private is not None:
+            state += ", private" if self.remote_private else ", public"
+        elif not self.repo_exists and self.private is not None:
+            state += ", private" if self.private else ", public"
         out = [f"repo {where} ({state}), revision {self.revision}"
                + ("" if self.branch_exists or not self.repo_exists else " (branch will be created)")]
+        refusal = self.refusal
+        if refusal:
+            out.append(f"  REFUSED: {refusal}")
         for label, items in (("add", self.add), ("change", self.change)):
             for item in items:
-                out.append(f"  {label:<7} {item.path}  {human_size(item.size)}")
+                out.append(f"  {label:<7} {item.path}  {human_bytes(item.size)}")
         for item in self.delete:
             verb = "delete" if self.delete_missing else "keep"
-            out.append(f"  {verb:<7} {item.path}  {human_size(item.size)}" + ("" if self.delete_missing else "  (not in the release; --delete-missing removes it)"))
+            out.append(f"  {verb:<7} {item.path}  {human_bytes(item.size)}" + ("" if self.delete_missing else "  (not in the release; --delete-missing removes it)"))
         out.append(f"  unchanged: {len(self.unchanged)} file(s), not re-sent")
+        if self.already_published:
+            out.append(f"  tag {self.tag}: exists at {self.tag_commit[:12]} and already holds this release: nothing to do")  # type: ignore[index]
+            out.append("  commit: none")
+            return out
+        if self.has_changes:
+            out.append(f"  commit: a new commit on {self.revision}" + (f" (parent {self.remote_commit[:12]})" if self.remote_commit else ""))
+        else:
+            out.append(f"  commit: none (the remote {self.revision} already holds these files"
+                       + (f", at {self.remote_commit[:12]})" if self.remote_commit else ")"))
         if self.tag and self.tag_commit:
-            out.append(f"  tag {self.tag}: EXISTS at {self.tag_commit[:12]}; push will refuse (tags are never moved)")
+            out.append(f"  tag {self.tag}: EXISTS at {self.tag_commit[:12]} with other content; push will refuse (tags are never moved)")
         elif self.tag:
-            out.append(f"  tag {self.tag}: will be created on the new commit")
-        out.append(f"  to send: {human_size(self.bytes_to_send)} in {len(self.add) + len(self.change)} file(s)")
+            on = "the new commit" if self.has_changes or not self.remote_commit else f"the existing commit {self.remote_commit[:12]}"
+            out.append(f"  tag {self.tag}: will be created on {on}")
+        out.append(f"  to send: {human_bytes(self.bytes_to_send)} in {len(self.add) + len(self.change)} file(s)")
         return out
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover
 
 
 def hash_file(path: Path) -> tuple[int, str, str]:
@@ -143,7 +177,7 @@ def remote_tree(api: "HfApi", repo_id: str, revision: str) -> dict[str, Any]:
 
 
 def build_plan(api: "HfApi", *, repo_id: str, endpoint: str, revision: str, tag: str | None,
-               local: list[LocalFile], delete_missing: bool) -> PushPlan:
+               local: list[LocalFile], delete_missing: bool, private: bool | None = None) -> PushPlan:
     """Compare with the remote using GET requests only (refs + tree)."""
     from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -152,13 +186,14 @@ def build_plan(api: "HfApi", *, repo_id: str, endpoint: str, revision: str, tag:
     except RepositoryNotFoundError:
         refs = None
     plan = PushPlan(repo_id=repo_id, endpoint=endpoint, revision=revision, tag=tag, repo_exists=refs is not None,
-                    branch_exists=False, remote_commit=None, tag_commit=None, delete_missing=delete_missing, local=local)
+                    branch_exists=False, remote_commit=None, tag_commit=None, delete_missing=delete_missing, local=local, private=private)
     remote: dict[str, Any] = {}
     if refs is not None:
         branches = {ref.name: ref.target_commit for ref in refs.branches}
         tags = {ref.name: ref.target_commit for ref in refs.tags}
         plan.branch_exists = revision in branches
         plan.tag_commit = tags.get(tag) if tag else None
+        plan.remote_private = _is_private(api, repo_id)
         # a new branch starts from main, so that is what the release is compared with
         base = revision if plan.branch_exists else "main"
         if base in branches:
@@ -176,4 +211,24 @@ def build_plan(api: "HfApi", *, repo_id: str, endpoint: str, revision: str, tag:
     for path, theirs in sorted(remote.items()):
         if path not in local_paths and path not in HUB_MANAGED:
             plan.delete.append(FileChange(path, theirs.size, theirs.size))
+    if plan.tag_commit:
+        tagged = remote if plan.tag_commit == plan.remote_commit else remote_tree(api, repo_id, plan.tag_commit)
+        plan.tag_holds_release = holds_exactly(tagged, local, exact=delete_missing)
     return plan
+
+
+def holds_exactly(remote: dict[str, Any], local: list[LocalFile], *, exact: bool) -> bool:
+    """Every local file is in the remote tree with the same content (and nothing else, if exact)."""
+    if any(item.path not in remote or not remote_matches(item, remote[item.path]) for item in local):
+        return False
+    return not exact or not (set(remote) - {f.path for f in local} - set(HUB_MANAGED))
+
+
+def _is_private(api: "HfApi", repo_id: str) -> bool | None:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        private = api.repo_info(repo_id).private
+    except HfHubHTTPError:  # visibility unknown (a server without repo info): no conflict is claimed
+        return None
+    return None if private is None else bool(private)

@@ -13,23 +13,25 @@ Order of work, so that a refusal never leaves anything half done on the Hub:
 
 from __future__ import annotations
 
-import re
+import contextlib
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import artifacts
 from ..errors import PushError
+from ..events import step
+from ..naming import TAG_HINT, is_tag_name
 from ._client import hub_client, hub_errors, resolve_endpoint, resolve_token
 from .plan import HUB_MANAGED, LocalFile, PushPlan, build_plan, remote_matches, remote_tree, scan_release
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
+    from ..events import EventSink
     from ..recipe import Recipe
 
-TAG_NAME = re.compile(r"^[\w][\w.\-/]*$")
 
 
 @dataclass
@@ -44,6 +46,7 @@ class PushResult:
     dry_run: bool = False
     pr_url: str | None = None
     commit_message: str = ""
+    notes: list[str] = field(default_factory=list)  # e.g. "tag v1 already holds this release: nothing pushed"
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class PushSettings:
 
 def push(recipe: "Recipe", *, output_dir: str | Path | None = None, tag: str | None = None,
          revision: str | None = None, create_pr: bool | None = None, delete_missing: bool | None = None,
-         dry_run: bool = False, endpoint: str | None = None) -> PushResult:
+         dry_run: bool = False, endpoint: str | None = None, events: "EventSink | None" = None) -> PushResult:
     settings = _settings(recipe, tag=tag, revision=revision, create_pr=create_pr, delete_missing=delete_missing)
     folder = Path(output_dir) if output_dir is not None else recipe.output_path
     metrics, manifest = check_release(folder, recipe)
@@ -67,29 +70,49 @@ def push(recipe: "Recipe", *, output_dir: str | Path | None = None, tag: str | N
     token = resolve_token(required=not dry_run)
     repo_id = settings.repo_id
 
-    with hub_client(endpoint), hub_errors(endpoint, repo_id, revision=settings.revision, tag=settings.tag):
+    with hub_client(endpoint), hub_errors(endpoint, repo_id, revision=settings.revision, tag=settings.tag), _quiet_client():
         from huggingface_hub import HfApi
 
         api = HfApi(endpoint=endpoint, token=token)
         if not dry_run:
             api.whoami()  # a bad token or a dead server fails here, before hashing work is wasted
         plan = build_plan(api, repo_id=repo_id, endpoint=endpoint, revision=settings.revision, tag=settings.tag,
-                          local=local, delete_missing=settings.delete_missing)
+                          local=local, delete_missing=settings.delete_missing, private=settings.private)
         repo_url = f"{endpoint}/{repo_id}"
         if dry_run:
             return PushResult(repo_url, None, None, settings.tag, plan, plan.bytes_to_send, False, dry_run=True)
-        if plan.tag_commit:
-            raise PushError(
-                f"tag {settings.tag!r} already exists in {repo_id} (at {plan.tag_commit[:12]}): hubpub never moves a"
-                " tag; pick a new one with --tag or [push] tag. Nothing was pushed"
-            )
+        if plan.refusal:
+            raise PushError(plan.refusal)
+        if plan.already_published:
+            # the same release pushed again (a re-run): nothing to send, nothing to move
+            assert plan.tag_commit is not None
+            verify_remote(api, repo_id, plan.tag_commit, local, folder, exact=settings.delete_missing)
+            note = f"tag {settings.tag} already points at this release ({plan.tag_commit[:12]}): nothing pushed"
+            return PushResult(repo_url, f"{repo_url}/commit/{plan.tag_commit}", plan.tag_commit, settings.tag, plan, 0, True,
+                              notes=[note])
         message, description = commit_message(recipe, settings.tag, metrics, manifest)
-        commit_oid, commit_url, pr_url = _commit(api, settings, plan, local, message, description)
+        with step(events, "push", "upload", total=plan.bytes_to_send, unit="B") as upload:
+            commit_oid, commit_url, pr_url = _commit(api, settings, plan, local, message, description)
+            upload.set(plan.bytes_to_send)
         if settings.tag:
             api.create_tag(repo_id, tag=settings.tag, revision=commit_oid, tag_message=message)
         verify_remote(api, repo_id, commit_oid, local, folder, exact=settings.delete_missing)
     sent = plan.bytes_to_send if plan.has_changes else 0
     return PushResult(repo_url, commit_url, commit_oid, settings.tag, plan, sent, True, pr_url=pr_url, commit_message=message)
+
+
+@contextlib.contextmanager
+def _quiet_client() -> Iterator[None]:
+    """huggingface_hub's own tqdm bars ("Upload 0 LFS files") would leak past hubpub's progress."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
 
 
 def _settings(recipe: "Recipe", **given: Any) -> PushSettings:
@@ -105,8 +128,8 @@ def _settings(recipe: "Recipe", **given: Any) -> PushSettings:
     except HFValidationError as exc:
         raise PushError(f"{recipe.path}: push.repo_id: {str(exc).splitlines()[0]}") from None
     tag = given["tag"] if given["tag"] is not None else section.tag
-    if tag is not None and not TAG_NAME.match(tag):
-        raise PushError(f"--tag {tag!r}: not a git tag name; use letters, digits, '.', '-', '_' or '/', e.g. v1.2")
+    if tag is not None and not is_tag_name(tag):
+        raise PushError(f"--tag {tag!r}: not a git tag name; {TAG_HINT}")
     create_pr = section.create_pr if given["create_pr"] is None else given["create_pr"]
     if create_pr and tag:
         raise PushError(f"tag {tag!r} with --create-pr: a tag would point at an unmerged PR commit; push the PR without a tag, tag after merging")
@@ -217,3 +240,44 @@ def verify_remote(api: "HfApi", repo_id: str, commit_oid: str, local: list[Local
         readme = Path(api.hf_hub_download(repo_id, artifacts.CARD, revision=commit_oid, cache_dir=cache))
         if readme.read_bytes() != (folder / artifacts.CARD).read_bytes():
             raise PushError(f"verification failed: README.md read back from {at} differs from {folder / artifacts.CARD}; re-run `hubpub push`")
+
+
+def confirm_published(recipe: "Recipe", folder: Path, *, endpoint: str | None, tag: str | None,
+                      commit_oid: str | None) -> str | None:
+    """Is the release a cached push reported still on the remote? None if so, else why not.
+
+    GET requests only: the tag (or the revision's head) must still point at the commit the last
+    push made, holding these files. A wiped or moved remote makes the push run again."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    repo_id, revision = recipe.push.repo_id, recipe.push.revision
+    if not repo_id or not commit_oid:
+        return "no record of the last push"
+    endpoint = resolve_endpoint(endpoint)
+    token = resolve_token(required=False)
+    with hub_client(endpoint), hub_errors(endpoint, repo_id, revision=revision, tag=tag):
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=endpoint, token=token)
+        try:
+            refs = api.list_repo_refs(repo_id)
+        except RepositoryNotFoundError:
+            return f"{repo_id} not found at {endpoint}"
+        tags = {ref.name: ref.target_commit for ref in refs.tags}
+        branches = {ref.name: ref.target_commit for ref in refs.branches}
+        if tag:
+            if tag not in tags:
+                return f"tag {tag} not found in {repo_id} at {endpoint}"
+            if tags[tag] != commit_oid:
+                return f"tag {tag} points at {tags[tag][:12]}, not the pushed {commit_oid[:12]}"
+            return None
+        head = branches.get(revision)
+        if head is None:
+            return f"revision {revision} not found in {repo_id} at {endpoint}"
+        if head == commit_oid:
+            return None
+        from .plan import holds_exactly
+
+        if holds_exactly(remote_tree(api, repo_id, head), scan_release(folder), exact=recipe.push.delete_missing):
+            return None
+        return f"{repo_id}@{revision} moved to {head[:12]} and no longer holds this release"

@@ -1,7 +1,8 @@
 """The quantize stage: base model -> a loadable W4A16 release folder, built atomically.
 
 ``quantize(recipe)`` locates the base (hubpub.source), extracts the text decoder when
-``[quantize.split]`` is set, runs AutoRound / RTN (driver.py), writes the release checkpoint by
+``[quantize.split]`` is set, runs the recipe's quantize backend (``method``, from the registry in
+backends/) which exports in the recipe's format (formats/), writes the release checkpoint by
 streaming tensors (kept ones copied from the base bit-for-bit, manifest.py accounts for each),
 and moves the finished folder into ``recipe.output_path``. A run with the same recipe and source
 reuses a finished output unless ``force``.
@@ -23,12 +24,11 @@ from .. import __version__
 from ..artifacts import MANIFEST, RECIPE_COPY, Manifest, read_json, write_atomic
 from ..errors import QuantizeError
 from .._stage import make_callable
+from ..events import EventSink, Notice, emit
 from ..loading import task_of
 
 if TYPE_CHECKING:
     from ..recipe import Recipe
-
-# formats transformers reloads on CPU here (auto_gptq through auto-round's kernels)
 
 
 @dataclass
@@ -44,35 +44,56 @@ class QuantizeResult:
 
 
 def recipe_hash(recipe: "Recipe", fingerprint: str) -> str:
-    return hashlib.sha256(f"{recipe.section_hash('model', 'quantize')}\n{fingerprint}".encode()).hexdigest()
+    settings = recipe.quantize.settings
+    extra = "" if settings is None else json.dumps(settings.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(f"{recipe.section_hash('model', 'quantize')}\n{fingerprint}{extra and chr(10) + extra}".encode()).hexdigest()
 
 
-def quantize(recipe: "Recipe", *, force: bool = False, progress: bool = True) -> QuantizeResult:
+def check_requirements(recipe: "Recipe") -> None:
+    """What the format needs installed to be written and loaded back here (before heavy work)."""
+    from .formats import formats
+
+    q = recipe.quantize
+    missing = formats.get(q.format).missing_requirement(bits=q.bits, sym=q.sym)
+    if missing:
+        raise QuantizeError(f"quantize.format: {missing}")
+
+
+def quantize(recipe: "Recipe", *, force: bool = False, progress: bool = True, events: EventSink | None = None) -> QuantizeResult:
+    """Quantize the recipe's base into ``recipe.output_path``; progress goes to ``events``.
+
+    ``progress`` is kept for callers of the old signature and does nothing: renderers decide.
+    """
     from ..source import locate_source, materialize
-    from .driver import check_format_available
 
     started = time.perf_counter()
     out = recipe.output_path
-    check_format_available(recipe.quantize.format)
+    recover_swap(out, recipe.work_path)
+    check_requirements(recipe)
     source = locate_source(recipe)
     wanted_hash = recipe_hash(recipe, source.fingerprint)
     previous = _previous_manifest(out)
     if previous is not None and previous.recipe_hash == wanted_hash and not force:
         return QuantizeResult(out, previous, reused=True, base_dir=None)
+    from ..check import preflight
+
+    # it will really run: every problem knowable from paths and config.json, before any weight loads
+    preflight(recipe, stage="quantize", model=True)
 
     t = time.perf_counter()
     base_dir = materialize(recipe, source)
     timings = {"source": time.perf_counter() - t}
     work = recipe.work_path
     work.mkdir(parents=True, exist_ok=True)
-    for stale in work.glob("build-*"):  # left by a killed run
+    for stale in [*work.glob("build-*"), *work.glob("ar-*")]:  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     build = work / f"build-{os.getpid()}"
     build.mkdir()
     saved_ar = os.environ.get("AR_WORK_SPACE")
-    os.environ.setdefault("AR_WORK_SPACE", str(build / ".ar_work_space"))  # AutoRound litters the cwd otherwise
+    ar_space = work / f"ar-{os.getpid()}"  # AutoRound litters the cwd otherwise; not inside the release
+    os.environ.setdefault("AR_WORK_SPACE", str(ar_space))
     try:
-        manifest = _build(recipe, source, base_dir, build, wanted_hash, timings, progress)
+        manifest = _build(recipe, source, base_dir, build, wanted_hash, timings, events)
         manifest.timings["total"] = time.perf_counter() - started
         manifest.write(build / MANIFEST)
         _move_into_place(build, out, work)
@@ -80,6 +101,7 @@ def quantize(recipe: "Recipe", *, force: bool = False, progress: bool = True) ->
         if saved_ar is None:
             os.environ.pop("AR_WORK_SPACE", None)
         shutil.rmtree(build, ignore_errors=True)
+        shutil.rmtree(ar_space, ignore_errors=True)
     return QuantizeResult(out, manifest, reused=False, base_dir=base_dir)
 
 
@@ -103,37 +125,72 @@ def _move_into_place(build: Path, out: Path, work: Path) -> None:
     old = work / f"replaced-{os.getpid()}"
     if out.exists():
         os.replace(out, old)
+    # a kill here leaves no output, only replaced-PID: recover_swap puts it back on the next start
     os.replace(build, out)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: str, timings: dict[str, float], progress: bool) -> Manifest:
-    from . import driver
+def recover_swap(out: Path, work: Path) -> None:
+    """Finish or undo a swap a killed run left half done (between the two renames above).
+
+    No output but a replaced-* folder: the previous release is restored (newest first). An
+    output and replaced-* folders: the swap completed, the leftovers are deleted.
+    """
+    if not work.is_dir():
+        return
+    leftovers = sorted(work.glob("replaced-*"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    if not leftovers:
+        return
+    complete = [p for p in leftovers if (p / MANIFEST).is_file()]
+    if not out.exists() and complete:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(complete[0], out)
+        leftovers.remove(complete[0])
+    for stale in leftovers:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: str, timings: dict[str, float],
+           events: EventSink | None) -> Manifest:
+    from ..events import step
+    from .backends import BackendJob, backends
+    from .backends._autoround import pick_device
+    from .formats import formats
     from .manifest import account
-    from .split import copy_side_files, decoder_names, identity_names, loaded_layout, rename_block_path, exclude_modules, sub_config, write_decoder
+    from .split import (check_extracted, copy_side_files, decoder_names, exclude_modules, identity_names, loaded_layout,
+                        rename_block_path, sub_config, write_decoder)
     from .tensors import tensor_refs, write_streamed
 
     q = recipe.quantize
+    backend = backends.get(q.method)
     config = read_json(base_dir / "config.json")
     refs = tensor_refs(base_dir)
     t = time.perf_counter()
+    other_names: frozenset[str] = frozenset()
     if q.split:
         names = decoder_names(refs, q.split.prefix)
-        decoder_config = sub_config(config, q.split.config_key, q.split.architecture)
+        decoder_config = sub_config(config, q.split.config_key, q.split.architecture, base_dir=base_dir,
+                                    trust_remote_code=recipe.model.trust_remote_code)
         decoder_dir = build / ".decoder"
-        write_decoder(base_dir, names, refs, decoder_config, decoder_dir)
+        with step(events, "quantize", "extract decoder"):
+            write_decoder(base_dir, names, refs, decoder_config, decoder_dir)
+            check_extracted(decoder_dir, names, recipe.model.trust_remote_code)
         timings["extract"] = time.perf_counter() - t
+        other_names = frozenset(_module_names(n for n in refs if n not in names.to_decoder))
     else:
         names = identity_names(refs)
         decoder_dir = base_dir
     qdir = build / ".quantized"
-    ran = driver.run(recipe, decoder_dir, qdir, to_full=names.to_full, progress=progress,
-                     trust_remote_code=recipe.model.trust_remote_code and not q.split)
+    job = BackendJob(recipe=recipe, model_dir=decoder_dir, out_dir=qdir, export=formats.get(q.format), settings=q.settings,
+                     device=pick_device(q.device), trust_remote_code=recipe.model.trust_remote_code,
+                     to_full=names.to_full, events=events)
+    job.other_names = other_names  # type: ignore[attr-defined]
+    ran = backend.quantize(job)
     timings.update(ran.timings)
 
     t = time.perf_counter()
     qrefs = tensor_refs(qdir)
-    inventory = account(refs, names, qrefs)
+    inventory = account(refs, names, qrefs, rescales=bool(getattr(backend, "rescales", False)))
     files = write_streamed(inventory.outputs, build)
     qconfig = read_json(qdir / "config.json")["quantization_config"]
     block_path = qconfig.get("block_name_to_quantize")
@@ -162,19 +219,34 @@ def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: st
     bytes_before = sum(r.nbytes for r in refs.values())
     bytes_after = sum(r.nbytes for r in inventory.outputs)
     arch = (config.get("architectures") or ["unknown"])[0]
+    settings = q.settings.model_dump(mode="json") if q.settings is not None else {}
+    emit(events, Notice("quantize", f"{inventory.linears_quantized} linears quantized with {backend.display_name}, {len(refs)} -> {len(inventory.outputs)} tensors"))
     return Manifest(
         hubpub_version=__version__, recipe_hash=rhash, source=source.as_dict(), model_name=recipe.model.display_name,
         model_type=str(config.get("model_type", "unknown")), architecture=arch,
         task=task_of(config, split=bool(q.split)),
         trust_remote_code=recipe.model.trust_remote_code, method=q.method, bits=q.bits, group_size=q.group_size,
-        sym=q.sym, format=q.format, iters=q.iters if q.method == "autoround" else 0, nsamples=ran.nsamples_used,
+        sym=q.sym, format=q.format, iters=ran.iters, nsamples=ran.nsamples_used,
         seqlen=q.seqlen, split_prefix=q.split.prefix if q.split else None, block_name_to_quantize=block_path,
         groups=inventory.groups, tensors_before=len(refs), tensors_after=len(inventory.outputs),
         linears_quantized=inventory.linears_quantized, bytes_before=bytes_before, bytes_after=bytes_after,
-        timings={k: round(v, 3) for k, v in timings.items()}, versions=_versions(), device=ran.device,
+        timings={k: round(v, 3) for k, v in timings.items()}, versions={**_versions(), **backend.versions()}, device=ran.device,
         files=sorted({*files, "config.json", RECIPE_COPY, MANIFEST} | ({"quantization_config.json"} if (build / "quantization_config.json").exists() else set())),
         base_dir=str(base_dir), kept_bf16_linears=ran.kept_linears,
+        algorithms=ran.algorithms, backend_settings=settings,
+        plan=ran.plan.as_dict(names.to_full) if ran.plan is not None else None,
+        calibration_coverage=ran.coverage or None,
+        calibration_sources=list(getattr(ran, "calibration_sources", None) or []),
     )
+
+
+def _module_names(tensor_names: Any) -> set[str]:
+    """Every module prefix of some tensor names (for keep_bf16 patterns naming the vision tower)."""
+    out: set[str] = set()
+    for name in tensor_names:
+        parts = name.split(".")
+        out.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return out
 
 
 def verify_loads(folder: Path, task: str, trust_remote_code: bool) -> None:
@@ -201,6 +273,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-__all__ = ["QuantizeResult", "quantize", "recipe_hash"]
+__all__ = ["QuantizeResult", "quantize", "recipe_hash", "recover_swap"]
 
 make_callable(__name__, quantize)  # `hubpub.quantize(recipe)` works whichever name Python bound

@@ -30,7 +30,22 @@ def _pattern(name: str) -> str:
     return re.sub(r"\.\d+(?=\.|$)", ".*", name)
 
 
-def account(refs: dict[str, TensorRef], names: DecoderNames, qrefs: dict[str, TensorRef]) -> Inventory:
+def _changed(base: TensorRef, exported: TensorRef) -> bool:
+    """Did the backend change this tensor's values (not just its dtype)? AWQ folds its scales into norms."""
+    from safetensors import safe_open
+
+    with safe_open(str(base.file), "pt") as f:
+        a = f.get_tensor(base.name).float()
+    with safe_open(str(exported.file), "pt") as f:
+        b = f.get_tensor(exported.name).float()
+    scale = float(a.abs().max()) or 1.0
+    return float((a - b).abs().max()) > 1e-2 * scale  # a bf16 <-> fp16 cast moves values by < 0.4 %
+
+
+def account(refs: dict[str, TensorRef], names: DecoderNames, qrefs: dict[str, TensorRef],
+            rescales: bool = False) -> Inventory:
+    """``rescales``: the backend may change non-quantized tensors (AWQ folds scales into the
+    preceding norms); those whose values changed are taken from the export, the rest from the base."""
     quantized = {n[: -len(m)] for n in qrefs for m in PACKED_MARKERS if n.endswith(m)}
     packed_of: dict[str, list[TensorRef]] = {m: [] for m in quantized}
     placed: set[str] = set()
@@ -76,6 +91,15 @@ def account(refs: dict[str, TensorRef], names: DecoderNames, qrefs: dict[str, Te
             if qrefs[dec].shape != ref.shape:
                 raise QuantizeError(f"quantize: exported tensor {dec} has shape {qrefs[dec].shape}, the base has {ref.shape}; report this as a hubpub bug")
             placed.add(dec)
+            if rescales and len(ref.shape) == 1 and _changed(ref, qrefs[dec]):
+                new = qrefs[dec].renamed(full)
+                g = group(_pattern(full), "kept", new.dtype)
+                g.tensors += 1
+                g.bytes_before += ref.nbytes
+                g.bytes_after += new.nbytes
+                g.rescaled += 1
+                outputs.append(new)  # the backend's values (scales folded in)
+                continue
             g = group(_pattern(full), "kept", ref.dtype)
             g.tensors += 1
             g.bytes_before += ref.nbytes

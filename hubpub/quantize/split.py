@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..naming import WEIGHT_SUFFIXES
 from ..errors import QuantizeError
 from .tensors import INDEX, TensorRef, write_streamed
 
 SUB_CONFIG_KEYS = ("text_config", "llm_config", "language_config")
 # sub-config model types that have no causal-LM class of their own, and the one that fits
 TEXT_MODEL_TYPES = {"qwen2_vl_text": "qwen2", "qwen2_5_vl_text": "qwen2", "qwen3_vl_text": "qwen3"}
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx")
 SMALL_FILE_BYTES = 64 << 20
 
 
@@ -74,7 +74,8 @@ def decoder_names(refs: dict[str, TensorRef], prefix: str) -> DecoderNames:
     return names
 
 
-def sub_config(full_config: dict[str, Any], config_key: str | None, architecture: str | None) -> dict[str, Any]:
+def sub_config(full_config: dict[str, Any], config_key: str | None, architecture: str | None, *,
+               base_dir: Path | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
     """The standalone decoder's config.json: the decoder sub-config plus an architecture."""
     import transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -90,6 +91,12 @@ def sub_config(full_config: dict[str, Any], config_key: str | None, architecture
     model_type = TEXT_MODEL_TYPES.get(sub.get("model_type", ""), sub.get("model_type", ""))
     arch = architecture or next(iter(sub.get("architectures") or []), None) or MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
     cls = getattr(transformers, arch, None) if arch else None
+    if (cls is None or not hasattr(cls, "config_class")) and arch and arch in _custom_classes(full_config):
+        raise QuantizeError(
+            f"quantize.split.architecture: the decoder class {arch!r} is the model's own code (auto_map), which a"
+            " standalone decoder cannot load; quantize the whole model instead: remove [quantize.split] and name"
+            " the decoder's linears in quantize.targets (model.trust_remote_code = true)"
+        )
     if cls is None or not hasattr(cls, "config_class"):
         raise QuantizeError(
             f"quantize.split.architecture: cannot infer the decoder class for model_type {sub.get('model_type')!r}"
@@ -107,6 +114,43 @@ def sub_config(full_config: dict[str, Any], config_key: str | None, architecture
             sub[inherited] = full_config[inherited]
     sub["dtype"] = "bfloat16"
     return sub
+
+
+def _custom_classes(full_config: dict[str, Any]) -> set[str]:
+    auto_map = full_config.get("auto_map") or {}
+    return {str(v).rsplit(".", 1)[-1] for v in auto_map.values()} | set(full_config.get("architectures") or [])
+
+
+def check_extracted(decoder_dir: Path, names: DecoderNames, trust_remote_code: bool) -> None:
+    """Every tensor of the extracted decoder must be one its class loads, before any tuning.
+
+    A decoder class that lacks some of the checkpoint's modules (e.g. a mixture-of-transformers'
+    ``_moe_gen`` twins under a stock Qwen2 class) would silently drop them.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(decoder_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    expected = set(model.state_dict())
+    from .tensors import tensor_refs
+
+    have = set(tensor_refs(decoder_dir))
+    dropped = sorted(have - expected)
+    if dropped:
+        raise QuantizeError(
+            f"quantize.split: {type(model).__name__} has no place for {len(dropped)} tensor(s) of the decoder"
+            f" (e.g. {names.to_full(dropped[0])}), which the split would drop; quantize the whole model instead:"
+            " remove [quantize.split] and set quantize.targets (and model.trust_remote_code for custom code)"
+        )
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    missing = sorted(expected - have - tied)
+    if missing:
+        raise QuantizeError(
+            f"quantize.split: the extracted decoder lacks {len(missing)} tensor(s) {type(model).__name__} needs"
+            f" (e.g. {missing[0]}); check quantize.split.prefix and config_key"
+        )
 
 
 def write_decoder(full_dir: Path, names: DecoderNames, refs: dict[str, TensorRef], config: dict[str, Any], out: Path) -> None:

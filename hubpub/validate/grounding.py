@@ -129,8 +129,8 @@ def describe(obj: SceneObject) -> str:
     return f"the {obj.colour} {obj.label}" if obj.label in SHAPES else f"the letter {obj.label}"
 
 
-def annotate(image: Any, truth: list[Box], predicted: list[Box | None], path: Path) -> None:
-    """Save a copy of image with true boxes in green and predicted boxes in red."""
+def annotate(image: Any, truth: list[Box], predicted: list[Box | None], path: Path, base: list[Box | None] | None = None) -> None:
+    """Save a copy of image with true boxes in green, the base model's in blue, predicted (quantized) in red."""
     import io
 
     from PIL import ImageDraw
@@ -141,6 +141,9 @@ def annotate(image: Any, truth: list[Box], predicted: list[Box | None], path: Pa
     draw = ImageDraw.Draw(out)
     for box in truth:
         draw.rectangle(box, outline=(0, 170, 0), width=3)
+    for box in base or []:
+        if box is not None:
+            draw.rectangle(box, outline=(30, 90, 230), width=2)
     for box in predicted:
         if box is not None:
             draw.rectangle(box, outline=(220, 0, 0), width=2)

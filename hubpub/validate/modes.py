@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
-
 from ..errors import ValidateError
 from ..recipe import Expect, Mode, Recipe
 from .grounding import parse_boxes, parse_points
+from .protocol import ChatTurn, GenerateArgs, ModeJob
 
 TEXT_PROMPT = "The function returns"
 CHAT_PROMPT = "Explain what a Python list is."
@@ -54,8 +53,8 @@ def modes_for(recipe: Recipe, task: str) -> list[Mode]:
     return modes
 
 
-def mode_job(recipe: Recipe, index: int, mode: Mode) -> dict[str, Any]:
-    """The JSON the worker gets for one mode; image paths are checked and resolved here."""
+def mode_job(recipe: Recipe, index: int, mode: Mode) -> ModeJob:
+    """The job the worker gets for one mode; image paths are checked and resolved here."""
     images = []
     for image in mode.images:
         if image.startswith("builtin:"):
@@ -66,22 +65,15 @@ def mode_job(recipe: Recipe, index: int, mode: Mode) -> dict[str, Any]:
             raise ValidateError(
                 f"{recipe.path}: validate.modes[{index}].images: {path} not found; fix the path (relative to the recipe file)"
             )
-        images.append(str(path))
-    generate = dict(mode.generate)
-    generate.setdefault("max_new_tokens", recipe.validate.max_new_tokens)
+        images.append(str(path.resolve()))
+    generate = GenerateArgs.model_validate(mode.generate)
+    if generate.max_new_tokens is None:
+        generate.max_new_tokens = recipe.validate.max_new_tokens
     prompt = mode.prompt
     if isinstance(prompt, list):
-        prompt = [m.model_dump() for m in prompt]
-    return {
-        "name": mode.name,
-        "prompt": prompt,
-        "prompts": mode.prompts,
-        "images": images,
-        "generate": generate,
-        "stream": mode.stream,
-        "custom_generate": mode.custom_generate,
-        "task": mode.task,
-    }
+        prompt = [ChatTurn(role=m.role, content=m.content) for m in prompt]
+    return ModeJob(name=mode.name, prompt=prompt, prompts=mode.prompts, images=images, generate=generate,
+                   stream=mode.stream, custom_generate=mode.custom_generate, task=mode.task)
 
 
 def describe_expect(expect: Expect) -> str:

@@ -1,13 +1,15 @@
 """validate(): prove the quantized checkpoint loads and works, measure it against the base, gate.
 
-Base and quantized each run in a fresh worker process (runner.py). This module prepares their
-jobs from the recipe (checking every path the recipe names first, so bad input fails before
-any model is loaded), judges the outputs, computes comparisons and gates, writes
-hubpub_metrics.json atomically and prints the report.
+Base and quantized each run in a fresh worker process (runner.py, protocol.py). This module
+prepares their jobs from the recipe (every eval kind's ``prepare`` checks the paths it reads
+first, so bad input fails before any model is loaded), judges the outputs, lets each eval kind
+score base vs quantized, checks the gates (relative to the base by default), writes
+hubpub_metrics.json atomically and reports progress through events. It never prints.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
 import statistics
@@ -19,15 +21,17 @@ from typing import Any
 from .. import __version__
 from ..artifacts import ASSETS_DIR, MANIFEST, METRICS, EvalResult, GateResult, Manifest, Metrics, ModelMetrics, ModeResult, Sample
 from ..errors import ValidateError
+from ..events import EventSink, Notice, StepFinished, StepProgress, StepStarted, emit
 from ..recipe import Mode, Recipe
-from . import evals as ev
+from .evals import PrepareContext, ScoreContext, bootstrap, eval_kinds, gate_specs
 from .grounding import make_scene
 from .modes import check_output, describe_expect, mode_job, modes_for
-from .report import print_report
+from .protocol import EvalJob, ModeJob, Progress, WorkerJob, WorkerResult
 from .runner import run_worker
+from . import base_cache
 
-GENERIC_GROUNDING_PROMPT = "Locate {target} in the image. Answer as <box>x1,y1,x2,y2</box> on a 0-1000 scale."
 ROLES = ("quantized", "base")  # quantized first: a broken checkpoint fails before the base is run
+STAGE = "validate"
 
 
 @dataclass
@@ -46,18 +50,13 @@ def weight_bytes(folder: Path) -> int:
 
 def base_folder(recipe: Recipe) -> Path:
     """The BF16 base model folder (hubpub.source materializes Hub / GGUF / package sources)."""
-    try:
-        from ..source import materialize_base
-    except ImportError:  # source stage not available: local folders only
-        path = recipe.resolve(recipe.model.source)
-        if not (path / "config.json").is_file():
-            raise ValidateError(f"{recipe.path}: model.source: {path} is not a model folder (no config.json)") from None
-        return path
-    return Path(materialize_base(recipe))
+    from ..source import materialize_base
+
+    return Path(materialize_base(recipe)).resolve()
 
 
 def checked_output(recipe: Recipe, output_dir: Path | str | None) -> tuple[Path, Manifest]:
-    out = Path(output_dir) if output_dir else recipe.output_path
+    out = (Path(output_dir) if output_dir else recipe.output_path).resolve()  # workers run in another folder
     if not (out / MANIFEST).is_file():
         raise ValidateError(f"{out} is not a hubpub output (no {MANIFEST}); run `hubpub quantize {recipe.path}` first")
     try:
@@ -70,241 +69,286 @@ def checked_output(recipe: Recipe, output_dir: Path | str | None) -> tuple[Path,
 @dataclass
 class Plan:
     modes: list[Mode]
-    mode_jobs: list[dict[str, Any]]
-    eval_jobs: list[dict[str, Any]]
-    benches: dict[int, ev.GroundingBench]
-    steps: int  # progress steps per model
+    mode_jobs: list[ModeJob]
+    eval_jobs: list[EvalJob]
 
 
 def plan(recipe: Recipe, task: str, work: Path) -> Plan:
-    """Everything the workers will run; raises ValidateError for any missing file first."""
+    """Everything the workers will run; raises ValidateError for any bad input first."""
     modes = modes_for(recipe, task)
     mode_jobs = [mode_job(recipe, i, m) for i, m in enumerate(modes)]
-    eval_jobs: list[dict[str, Any]] = []
-    benches: dict[int, ev.GroundingBench] = {}
-    steps = 1 + len(mode_jobs)
+    eval_jobs = []
     for i, entry in enumerate(recipe.evals):
-        job: dict[str, Any] = {"index": i, "kind": entry.kind}
-        if entry.kind in ("perplexity", "kl"):
-            job.update(texts=ev.load_texts(recipe, i, entry), seqlen=entry.seqlen, max_samples=entry.max_samples)
-            if entry.kind == "kl":
-                job["logprobs_out"] = str(work / f"logprobs_{i}_{{role}}.npy")
-            steps += 1
-        elif entry.kind == "similarity":
-            prompts = entry.prompts or [p for j in mode_jobs if isinstance(j["prompt"], str) and not j["images"] for p in [j["prompt"]]]
-            prompts = prompts or ev.DEFAULT_SIMILARITY_PROMPTS
-            plain = [j for j in mode_jobs if not j["custom_generate"] and not j["images"]]
-            # an instruct model answers a bare prompt with nothing: ask through its chat template when a mode does
-            chat_mode = next((j for j in plain if isinstance(j["prompt"], list)), None)
-            base_mode = chat_mode or (plain[0] if plain else mode_jobs[0])
-            job["mode"] = dict(base_mode, stream=False, prompts=None,
-                               generate={"max_new_tokens": entry.max_new_tokens, "do_sample": False})
-            job["items"] = [{"prompt": [{"role": "user", "content": p}] if chat_mode else p} for p in dict.fromkeys(prompts)]
-            steps += len(job["items"])
-        else:  # grounding
-            grounding_mode = _grounding_mode(recipe, i, entry.mode, mode_jobs, task)
-            template = "{target}" if grounding_mode["custom_generate"] else GENERIC_GROUNDING_PROMPT
-            bench = ev.build_grounding(entry, work / f"grounding_{i}", template)
-            benches[i] = bench
-            job["mode"] = dict(grounding_mode, generate=dict(grounding_mode["generate"], max_new_tokens=entry.max_new_tokens))
-            job["items"] = bench.items
-            steps += len(bench.items)
-        eval_jobs.append(job)
-    return Plan(modes, mode_jobs, eval_jobs, benches, steps)
-
-
-def _grounding_mode(recipe: Recipe, index: int, name: str | None, mode_jobs: list[dict[str, Any]], task: str) -> dict[str, Any]:
-    if name is not None:
-        found = next((j for j in mode_jobs if j["name"] == name), None)
-        if found is None:
-            names = ", ".join(j["name"] for j in mode_jobs)
-            raise ValidateError(f"{recipe.path}: eval[{index}].mode: no mode named {name!r}; use one of: {names}")
-        return found
-    found = next((j for j in mode_jobs if j["task"] == "ground"), None)
-    if found is not None:
-        return found
-    if task == "causal-lm":
-        raise ValidateError(f"{recipe.path}: eval[{index}]: the grounding benchmark needs an image model; remove it or set eval[{index}].mode")
-    return {"name": "grounding", "prompt": None, "prompts": None, "images": [], "generate": {"do_sample": False},
-            "stream": False, "custom_generate": None, "task": "ground"}
+        kind = eval_kinds.get(entry.kind)
+        ctx = PrepareContext(recipe=recipe, index=i, task=task, modes=mode_jobs, work=work, all_entries=list(recipe.evals))
+        eval_jobs.append(EvalJob(index=i, kind=entry.kind, label=entry.label, spec=kind.prepare(entry, ctx)))
+    return Plan(modes, mode_jobs, eval_jobs)
 
 
 # ----------------------------------------------------------------------------- judging
-def judge_modes(plan_: Plan, role: str, result: dict[str, Any]) -> list[ModeResult]:
+def judge_modes(plan_: Plan, role: str, result: WorkerResult) -> list[ModeResult]:
     out = []
-    for mode, job, res in zip(plan_.modes, plan_.mode_jobs, result["modes"]):
-        expected = describe_expect(mode.expect)
-        problem = res.get("error")
-        outputs = res.get("outputs") or []
+    for mode, job, run in zip(plan_.modes, plan_.mode_jobs, result.modes):
+        problem = run.error
         if problem is None:
-            for text in outputs or [""]:
+            for text in run.outputs or [""]:
                 problem = check_output(text, mode.expect)
                 if problem:
                     break
-        shown = outputs[0] if outputs else ""
-        out.append(ModeResult(mode=job["name"], model=role, ok=problem is None, expected=expected, output=shown[:300],
-                              latency_s=res.get("latency_s"), problem=problem))
+        shown = run.outputs[0] if run.outputs else ""
+        out.append(ModeResult(mode=job.name, model=role, ok=problem is None, expected=describe_expect(mode.expect), output=shown[:300],
+                              latency_s=statistics.median(run.latencies_s) if run.latencies_s else None,
+                              latencies_s=[round(v, 6) for v in run.latencies_s], problem=problem))
     return out
 
 
-def model_metrics(folder: Path, result: dict[str, Any], modes: list[ModeResult]) -> ModelMetrics:
-    runs = [r for r in result.get("modes", []) if "latency_s" in r]
-    seconds = sum(r["seconds"] for r in runs)
+def latency_interval(runs: list[list[float]], seed: int = 0) -> tuple[float, float] | None:
+    """Bootstrap interval of the median over modes of each mode's median call (runs resampled per mode)."""
+    runs = [r for r in runs if r]
+    if not runs or min(len(r) for r in runs) < 3:
+        return None
+    rng = random.Random(seed)
+    values = []
+    for _ in range(400):
+        values.append(statistics.median(statistics.median(rng.choice(r) for _ in r) for r in runs))
+    values.sort()
+    return (values[int(0.025 * (len(values) - 1))], values[int(math.ceil(0.975 * (len(values) - 1)))])
+
+
+def model_metrics(folder: Path, result: WorkerResult, modes: list[ModeResult]) -> ModelMetrics:
+    runs = [r for r in result.modes if r.latencies_s]
+    seconds = sum(sum(r.latencies_s) for r in runs)
+    memory = result.memory
     return ModelMetrics(
         weight_bytes=weight_bytes(folder),
-        peak_memory_bytes=result.get("peak_memory_bytes"),
-        memory_kind=result.get("memory_kind", "peak_rss_above_baseline"),
-        load_s=result.get("load_s"),
-        latency_s=statistics.median(r["latency_s"] for r in runs) if runs else None,
-        tokens_per_s=(sum(r["new_tokens"] for r in runs) / seconds) if seconds > 0 else None,
+        peak_memory_bytes=memory.peak_bytes if memory else None,
+        resident_bytes=memory.resident_bytes if memory else None,
+        memory_kind=memory.kind if memory else "peak_rss_above_baseline",
+        load_s=result.load_s,
+        latency_s=statistics.median(statistics.median(r.latencies_s) for r in runs) if runs else None,
+        latency_interval=latency_interval([r.latencies_s for r in runs]),
+        latency_runs=min((len(r.latencies_s) for r in runs), default=0),
+        tokens_per_s=(sum(r.new_tokens for r in runs) / seconds) if seconds > 0 else None,
         validity=(sum(m.ok for m in modes) / len(modes)) if modes else None,
+        quant_backend=result.quant_backend,
     )
 
 
-def load_problem(role: str, folder: Path, result: dict[str, Any]) -> str | None:
-    if "load_error" in result:
-        return f"{folder}: the {role} model does not load: {result['load_error']}"
-    problems = result.get("loading_problems")
-    if not problems:
+def load_problem(role: str, folder: Path, result: WorkerResult) -> str | None:
+    if result.load_error:
+        return f"{folder}: the {role} model does not load: {result.load_error}"
+    problems = result.loading_problems
+    if not problems.any():
         return None
     parts = []
-    for kind, keys in problems.items():
+    for kind, keys in problems.model_dump().items():
+        if not keys:
+            continue
         shown = ", ".join(keys[:3]) + (f", ... ({len(keys) - 3} more)" if len(keys) > 3 else "")
         parts.append(f"{len(keys)} {kind.replace('_keys', '')} keys ({shown})")
     fix = "re-run `hubpub quantize` (check quantize.split and quantization_config.block_name_to_quantize)" if role == "quantized" else "check the base model files"
     return f"{folder}: the {role} checkpoint does not load cleanly: {'; '.join(parts)}; those weights would be random: {fix}"
 
 
-def score_evals(recipe: Recipe, plan_: Plan, results: dict[str, dict[str, Any]], work: Path, assets: Path) -> tuple[list[EvalResult], list[Sample], list[Path]]:
-    out, samples, images = [], [], []
+def eval_key(recipe: Recipe, manifest: Manifest, job: EvalJob) -> str:
+    """What an eval result depends on: the checkpoint (recipe_hash), the prepared job (its inputs,
+    file contents included), where it ran and hubpub's version. Same key: the result is reused."""
+    import hashlib
+
+    digest = hashlib.sha256("\0".join((manifest.recipe_hash, __version__, recipe.validate.device, recipe.model.dtype, job.kind,
+                                        job.spec.model_dump_json())).encode())
+    for folder in recipe.evals[job.index].input_dirs():  # e.g. lm_eval's include_path: the task YAMLs and data in it
+        root = recipe.resolve(folder)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def reusable(out: Path, manifest: Manifest) -> tuple[dict[str, EvalResult], list[Sample]]:
+    """Eval results of an earlier run on this checkpoint ({cache key: result}) and their samples."""
+    try:
+        previous = Metrics.read(out / METRICS)
+    except (OSError, ValueError):
+        return {}, []
+    if previous.recipe_hash != manifest.recipe_hash:
+        return {}, []
+    return {e.details["cache_key"]: e for e in previous.evals if e.details.get("cache_key")}, previous.samples
+
+
+def score_evals(recipe: Recipe, plan_: Plan, results: dict[str, WorkerResult], assets: Path, work: Path,
+                cached: dict[int, EvalResult] | None = None, cached_samples: list[Sample] | None = None) -> tuple[list[EvalResult], list[Sample], list[str]]:
+    """Each eval kind scores base vs quantized; returns (results, samples, errors)."""
+    out, samples, errors = [], [], []
+    several = sum(e.kind == "grounding" for e in recipe.evals) > 1
     for job in plan_.eval_jobs:
-        i = job["index"]
-        entry = recipe.evals[i]
-        got = {role: next(e for e in results[role]["evals"] if e["index"] == i) for role in ROLES}
-        result = EvalResult(name=entry.label, kind=entry.kind)
-        if entry.kind in ("perplexity", "kl"):
-            result.metrics["perplexity"] = {role: got[role]["perplexity"] for role in ROLES}
-        if entry.kind == "kl":
-            import numpy as np
-
-            stats = ev.kl_stats(*(np.load(job["logprobs_out"].format(role=role)) for role in ("base", "quantized")))
-            result.metrics["kl"] = {"quantized": stats["kl"]}
-            result.metrics["top1_agreement"] = {"quantized": stats["top1_agreement"]}
-        elif entry.kind == "similarity":
-            sims = ev.text_similarity(got["base"]["outputs"], got["quantized"]["outputs"])
-            for name, value in sims.items():
-                result.metrics[name] = {"quantized": value}
-            for item, b, q in zip(job["items"], got["base"]["outputs"], got["quantized"]["outputs"]):
-                prompt = item["prompt"] if isinstance(item["prompt"], str) else item["prompt"][-1]["content"]
-                samples.append(Sample(mode=entry.label, prompt=prompt, base=b, quantized=q))
-        elif entry.kind == "grounding":
-            bench = plan_.benches[i]
-            scores = {role: ev.score_grounding(bench, got[role]["outputs"]) for role in ROLES}
-            for name in ("mean_iou", "iou@0.5", "parsed"):
-                result.metrics[name] = {role: scores[role][name] for role in ROLES}
-            for label, count in scores["base"]["count"].items():
-                result.per_class.append({"class": label, "group": ev.grounding_class_group(label), "count": count,
-                                         **{f"iou_{role}": scores[role]["per_class"][label] for role in ROLES}})
-            stem = f"grounding_{i}" if len(plan_.benches) > 1 else "grounding"
-            saved = ev.save_annotated(bench, scores["quantized"]["predicted"], assets, stem)
-            result.images = [f"{ASSETS_DIR}/{p.name}" for p in saved]
-            images += saved
+        entry = recipe.evals[job.index]
+        kind = eval_kinds.get(job.kind)
+        if cached and job.index in cached:  # measured before on this checkpoint with the same inputs
+            out.append(cached[job.index])
+            samples += [s for s in cached_samples or [] if s.mode == entry.label]
+            continue
+        got = {role: next(e for e in results[role].evals if e.index == job.index) for role in ROLES}
+        failed = [f"{role}: {got[role].error}" for role in ROLES if got[role].error]
+        if failed:
+            errors.append(f"eval[{job.index}] ({entry.label}) failed on the {'; '.join(failed)}")
+            out.append(EvalResult(name=entry.label, kind=entry.kind, notes=[f"did not run: {f}" for f in failed]))
+            continue
+        stem = f"{job.kind}_{job.index}" if several else job.kind
+        ctx = ScoreContext(recipe=recipe, index=job.index, assets=assets, stem=stem, work=work, all_entries=list(recipe.evals),
+                           seed=getattr(entry, "seed", 0))
+        result = kind.score(entry, job.spec, {role: got[role].output for role in ROLES}, ctx)
+        for sample in result.details.pop("samples", []):
+            samples.append(Sample.model_validate(sample))
+        if not result.display:
+            result.display = dict(kind.metrics)
         out.append(result)
-    return out, samples, images
+    return out, samples, errors
 
 
-def check_gates(recipe: Recipe, modelm: dict[str, ModelMetrics], evals: list[EvalResult]) -> list[GateResult]:
+# ----------------------------------------------------------------------------- gates
+def validity_gate(recipe: Recipe, modes: dict[str, list[ModeResult]]) -> GateResult | None:
     g = recipe.validate.gates
+    if g.min_validity is None:
+        return None
+    base_ok = {m.mode for m in modes["base"] if m.ok}
+    quant = modes["quantized"]
+    if g.absolute_validity:
+        counted = quant
+        note = "every mode counted (absolute_validity = true)"
+    else:
+        counted = [m for m in quant if m.mode in base_ok]
+        skipped = [m.mode for m in quant if m.mode not in base_ok]
+        note = f"modes that pass on the base ({len(counted)} of {len(quant)})" + (
+            f"; {', '.join(skipped)} fail on the base too (a base limitation, not counted)" if skipped else "")
+    value = sum(m.ok for m in counted) / len(counted) if counted else None
+    passed = value is None or value >= g.min_validity
+    if value is None:
+        note = "no mode passes on the base model: nothing to compare"
+    return GateResult(name="min_validity", threshold=g.min_validity, value=value, passed=passed, vacuous=g.min_validity <= 0.0,
+                      unit="%", note=note)
+
+
+def check_gates(recipe: Recipe, modes: dict[str, list[ModeResult]], evals: list[EvalResult]) -> list[GateResult]:
     gates = []
-
-    def first(metric: str, role: str = "quantized") -> float | None:
-        return next((e.metrics[metric].get(role) for e in evals if metric in e.metrics), None)
-
-    def add(name: str, threshold: float | None, value: float | None, ok_if_below: bool) -> None:
-        if threshold is None:
-            return
-        passed = value is not None and (value <= threshold if ok_if_below else value >= threshold)
-        gates.append(GateResult(name=name, threshold=threshold, value=value, passed=passed))
-
-    add("min_validity", g.min_validity, modelm["quantized"].validity, ok_if_below=False)
-    ppl_b, ppl_q = first("perplexity", "base"), first("perplexity")
-    if g.max_ppl_increase is not None and ppl_b is not None and ppl_q is not None:
-        add("max_ppl_increase", g.max_ppl_increase, (ppl_q - ppl_b) / ppl_b, ok_if_below=True)
-    add("max_kl", g.max_kl, first("kl"), ok_if_below=True)
-    add("min_top1_agreement", g.min_top1_agreement, first("top1_agreement"), ok_if_below=False)
-    add("min_similarity", g.min_similarity, first("difflib_ratio"), ok_if_below=False)
-    iou_b, iou_q = first("mean_iou", "base"), first("mean_iou")
-    if g.max_iou_drop is not None:
-        add("max_iou_drop", g.max_iou_drop, None if iou_b is None or iou_q is None else iou_b - iou_q, ok_if_below=True)
+    first = validity_gate(recipe, modes)
+    if first is not None:
+        gates.append(first)
+    specs = gate_specs()
+    for name, threshold in recipe.validate.gates.configured().items():
+        for kind_name, spec in specs.get(name, []):
+            found = next((e for e in evals if e.kind == kind_name and spec.metric in e.metrics), None)
+            if found is not None:
+                break
+        else:
+            found, spec = None, specs[name][0][1]
+        value = None
+        if found is not None:
+            b, q = found.metrics[spec.metric].get("base"), found.metrics[spec.metric].get("quantized")
+            if spec.value == "quantized":
+                value = q
+            elif b is not None and q is not None:
+                value = {"relative_change": (q - b) / b if b else None, "drop": b - q, "recovery": q / b if b else None}[spec.value]
+        passed = value is not None and (value <= threshold if spec.direction == "max" else value >= threshold)
+        vacuous = threshold >= spec.bounds[1] if spec.direction == "max" else threshold <= spec.bounds[0]
+        note = f"from {found.name}" if found is not None else "not measured"
+        gates.append(GateResult(name=name, threshold=threshold, value=value, passed=passed, vacuous=vacuous, unit=spec.unit, note=note))
     return gates
 
 
 # ----------------------------------------------------------------------------- the stage
-def validate(recipe: Recipe, *, output_dir: Path | str | None = None, progress: bool = True) -> ValidateResult:
-    """Load base and quantized in fresh processes, run modes and evals, gate, write metrics."""
-    from rich.console import Console
+def validate(recipe: Recipe, *, output_dir: Path | str | None = None, progress: bool = True, events: EventSink | None = None) -> ValidateResult:
+    """Load base and quantized in fresh processes, run modes and evals, gate, write metrics.
 
+    ``progress`` is kept for callers of the old signature (the CLI renders ``events``).
+    Raises ValidateError (with ``.metrics`` set when metrics were written) when something fails.
+    """
     out, manifest = checked_output(recipe, output_dir)
-    base_dir = base_folder(recipe)
     _check_remote_code(recipe, out)
-    console = Console(stderr=True)
-    if not console.is_terminal:  # logs and CI: wide enough that table cells are not folded
-        console = Console(stderr=True, width=200)
-    work_root = recipe.work_path
+    base_dir = base_folder(recipe)
+    work_root = recipe.work_path.resolve()
     work_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="validate-", dir=work_root))
     try:
         plan_ = plan(recipe, manifest.task, work)
+        keys = {job.index: eval_key(recipe, manifest, job) for job in plan_.eval_jobs}
+        earlier, earlier_samples = reusable(out, manifest)
+        cached = {i: earlier[k] for i, k in keys.items() if k in earlier}
+        for i in cached:
+            emit(events, Notice(STAGE, f"eval[{i}] ({recipe.evals[i].label}): reusing the result measured earlier on this checkpoint"))
+        to_run = [job for job in plan_.eval_jobs if job.index not in cached]
         scene = make_scene(["square", "circle", "A"], 224, random.Random(0))  # for builtin:scene images
         scene.image.save(work / "scene.png")
-        common = {
-            "task": manifest.task,
-            "trust_remote_code": recipe.model.trust_remote_code,
-            "dtype": recipe.model.dtype,
-            "device": recipe.validate.device,
-            "modes": plan_.mode_jobs,
-            "warmup_runs": recipe.validate.warmup_runs,
-            "latency_runs": recipe.validate.latency_runs,
-            "scene_image": str(work / "scene.png"),
-        }
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, WorkerResult] = {}
         folders = {"base": base_dir, "quantized": out}
         for role in ROLES:
-            evals = [dict(e, logprobs_out=e["logprobs_out"].format(role=role)) if "logprobs_out" in e else e for e in plan_.eval_jobs]
-            job = dict(common, role=role, model_dir=str(folders[role]), evals=evals)
-            results[role] = _run_with_progress(job, work, work_root / f"validate-{role}.log", plan_.steps, progress, console)
+            job = WorkerJob(role=role, model_dir=str(folders[role]), task=manifest.task, trust_remote_code=recipe.model.trust_remote_code,
+                            dtype=recipe.model.dtype, device=recipe.validate.device, modes=plan_.mode_jobs,
+                            warmup_runs=recipe.validate.warmup_runs, latency_runs=recipe.validate.latency_runs,
+                            scene_image=str(work / "scene.png"), evals=to_run, result_path=str(work / f"result_{role}.json"))
+            cached = base_cache.lookup(recipe, job, work) if role == "base" else None  # measured once (hubpub.variants)
+            if cached is not None:
+                results[role] = cached
+                emit(events, Notice(STAGE, "base model: reusing its measurement (same base files, modes and evals)"))
+            else:
+                results[role] = _run(job, work, work_root / f"validate-{role}.log", events)
+                if role == "base":
+                    base_cache.store(recipe, job, work, results[role])
             problem = load_problem(role, folders[role], results[role])
             if problem:
                 _write_failed_load(recipe, out, manifest, role, problem, results[role])
                 raise ValidateError(problem)
         modes = {role: judge_modes(plan_, role, results[role]) for role in ROLES}
         modelm = {role: model_metrics(folders[role], results[role], modes[role]) for role in ROLES}
-        evals_, samples, images = score_evals(recipe, plan_, results, work, out / ASSETS_DIR)
-        for mode, b, q in zip(plan_.mode_jobs, modes["base"], modes["quantized"]):  # noqa: B905
-            if not mode["images"] and isinstance(mode["prompt"], str):
-                samples.append(Sample(mode=mode["name"], prompt=mode["prompt"], base=b.output, quantized=q.output))
-        gates = check_gates(recipe, modelm, evals_)
-        passed = all(m.ok for role in ROLES for m in modes[role]) and all(g.passed for g in gates)
+        evals_, eval_samples, eval_errors = score_evals(recipe, plan_, results, out / ASSETS_DIR, work, cached, earlier_samples)
+        for job, result in zip(plan_.eval_jobs, evals_):
+            if not any(n.startswith("did not run") for n in result.notes):
+                result.details["cache_key"] = keys[job.index]
+        samples = mode_samples(plan_, modes) + eval_samples
+        gates = check_gates(recipe, modes, evals_)
+        base_ok = {m.mode for m in modes["base"] if m.ok}
+        limitations = [f"{m.mode}: {m.problem}" for m in modes["base"] if not m.ok]
+        passed = all(g.passed for g in gates) and not eval_errors
+        env = results["quantized"].environment
         metrics = Metrics(
             hubpub_version=__version__, recipe_hash=manifest.recipe_hash, passed=passed,
-            environment=results["quantized"]["environment"], base=modelm["base"], quantized=modelm["quantized"],
-            modes=modes["quantized"] + modes["base"], evals=evals_, gates=gates, samples=samples,
+            environment=env.model_dump(exclude_none=True) if env else {}, base=modelm["base"], quantized=modelm["quantized"],
+            modes=modes["quantized"] + modes["base"], evals=evals_, gates=gates, samples=samples, base_limitations=limitations,
         )
         metrics_path = out / METRICS
         metrics.write(metrics_path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if progress or not passed:
-        print_report(metrics, console, only_failures=not progress)
+    for line in limitations:
+        emit(events, Notice(STAGE, f"base limitation (fails on the base model too, not a regression): {line}", "warning"))
     if not passed:
-        failed = [f"{m.mode} ({m.model})" for m in metrics.modes if not m.ok]
-        broken = [f"{g.name} {g.value if g.value is None else round(g.value, 4)} vs {g.threshold:g}" for g in gates if not g.passed]
-        what = "; ".join(x for x in (
-            f"{len(failed)} mode run(s) failed: {', '.join(failed[:4])}{' ...' if len(failed) > 4 else ''}" if failed else "",
-            f"gate(s) violated: {', '.join(broken)}" if broken else "",
-        ) if x)
-        raise ValidateError(f"validation failed: {what}; see the table above and {metrics_path}")
-    return ValidateResult(metrics=metrics, metrics_path=metrics_path, passed=passed, output_dir=out, base_dir=base_dir, assets=images)
+        broken = [f"{g.name} {_gate_value(g)} vs {g.threshold:g}" + (f" ({_regressions(modes, base_ok)})" if g.name == "min_validity" else "")
+                  for g in gates if not g.passed]
+        what = "; ".join(x for x in (f"gate(s) violated: {', '.join(broken)}" if broken else "", "; ".join(eval_errors)) if x)
+        error = ValidateError(f"validation failed: {what}; see the table above and {metrics_path}")
+        error.metrics = metrics  # type: ignore[attr-defined]  (the CLI shows the tables)
+        raise error
+    return ValidateResult(metrics=metrics, metrics_path=metrics_path, passed=passed, output_dir=out, base_dir=base_dir,
+                          assets=sorted((out / ASSETS_DIR).glob("*.png")) if any(e.images for e in evals_) else [])
+
+
+def _gate_value(g: GateResult) -> str:
+    return "not measured" if g.value is None else f"{g.value:.4g}"
+
+
+def _regressions(modes: dict[str, list[ModeResult]], base_ok: set[str]) -> str:
+    failed = [m.mode for m in modes["quantized"] if not m.ok and m.mode in base_ok]
+    return f"fail on quantized, pass on base: {', '.join(failed)}" if failed else "modes fail on quantized"
+
+
+def mode_samples(plan_: Plan, modes: dict[str, list[ModeResult]]) -> list[Sample]:
+    """Every mode, side by side: its prompt text (first of a batch) and the first output of each model."""
+    samples = []
+    for job, b, q in zip(plan_.mode_jobs, modes["base"], modes["quantized"]):
+        prompt = job.prompts[0] if job.prompts else job.text()
+        if job.images:
+            prompt = f"[{len(job.images)} image{'s' if len(job.images) > 1 else ''}] {prompt}"
+        samples.append(Sample(mode=job.name, prompt=prompt, base=b.output, quantized=q.output))
+    return samples
 
 
 def _check_remote_code(recipe: Recipe, out: Path) -> None:
@@ -316,22 +360,39 @@ def _check_remote_code(recipe: Recipe, out: Path) -> None:
         )
 
 
-def _run_with_progress(job: dict[str, Any], work: Path, log: Path, steps: int, show: bool, console: Any) -> dict[str, Any]:
-    if not show:
-        return run_worker(job, work, log)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _run(job: WorkerJob, work: Path, log: Path, events: EventSink | None) -> WorkerResult:
+    """Run one worker, turning its Progress lines into StepStarted / StepProgress / StepFinished."""
+    import time
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task(f"validate {job['role']}: loading", total=steps)
-        return run_worker(job, work, log, lambda label: bar.update(task, advance=1, description=f"validate {job['role']}: {label}"))
+    current: dict[str, Any] = {"step": None, "start": 0.0}
+
+    def finish() -> None:
+        if current["step"] is not None:
+            emit(events, StepFinished(STAGE, current["step"], time.perf_counter() - current["start"]))
+            current["step"] = None
+
+    def on_progress(p: Progress) -> None:
+        name = f"{p.step} ({job.role})"
+        if name != current["step"]:
+            finish()
+            current.update(step=name, start=time.perf_counter())
+            emit(events, StepStarted(STAGE, name, p.total, "mode" if p.step == "modes" else ""))
+        emit(events, StepProgress(STAGE, name, p.done, p.total, p.item))
+
+    current.update(step=f"load ({job.role})", start=time.perf_counter())
+    emit(events, StepStarted(STAGE, current["step"], 1))
+    try:
+        return run_worker(job, work, log, on_progress)
+    finally:
+        finish()
 
 
-def _write_failed_load(recipe: Recipe, out: Path, manifest: Manifest, role: str, problem: str, result: dict[str, Any]) -> None:
+def _write_failed_load(recipe: Recipe, out: Path, manifest: Manifest, role: str, problem: str, result: WorkerResult) -> None:
     """A load failure still leaves metrics saying passed=false, so no stale 'passed' survives."""
     metrics = Metrics(
         hubpub_version=__version__, recipe_hash=manifest.recipe_hash, passed=False,
-        environment=result.get("environment", {}), quantized=ModelMetrics(weight_bytes=weight_bytes(out)),
+        environment=result.environment.model_dump(exclude_none=True) if result.environment else {},
+        quantized=ModelMetrics(weight_bytes=weight_bytes(out)),
         modes=[ModeResult(mode="load", model=role, ok=False, expected="no missing/unexpected/mismatched keys",
                           output="", problem=problem.split(": ", 1)[-1])],
     )

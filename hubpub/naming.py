@@ -1,0 +1,18 @@
+"""Names with rules, kept in one place: git tags (push, recipe, release) and weight files."""
+
+from __future__ import annotations
+
+import re
+
+# a git tag name as the Hub accepts it: starts with a letter, digit or '_', then also '.', '-', '/'
+TAG_NAME = re.compile(r"^[\w][\w.\-/]*$", re.ASCII)
+TAG_HINT = "use letters, digits, '.', '-', '_' or '/', e.g. v1 or v2.0"
+
+
+def is_tag_name(value: str) -> bool:
+    return bool(TAG_NAME.match(value)) and ".." not in value and not value.endswith((".", "/", ".lock"))
+
+
+# files that hold weights (what a card's inventory sizes, what reproduce compares byte for byte,
+# what split leaves behind when it copies a model's side files)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx")

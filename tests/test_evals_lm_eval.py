@@ -1,0 +1,96 @@
+"""kind = "lm_eval": lm-evaluation-harness on the tiny real Qwen2, offline, with a task YAML and
+JSON-lines data shipped in tests/data/lm_eval_tasks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hubpub.artifacts import MANIFEST, METRICS, Manifest, Metrics
+from hubpub.cli import cli
+from hubpub.errors import RecipeError
+from hubpub.recipe import load_recipe
+
+TASKS = Path(__file__).parent / "data" / "lm_eval_tasks"
+LIMIT = 10
+
+
+def dressed_as_output(model: Path, out: Path) -> Path:
+    """The base folder dressed as a hubpub output: base and 'quantized' are the same weights."""
+    shutil.copytree(model, out)
+    Manifest(hubpub_version="0.1.0", recipe_hash="e" * 64, source={"kind": "folder"}, model_name="tiny", model_type="qwen2",
+             architecture="Qwen2ForCausalLM", task="causal-lm", method="rtn", bits=4, group_size=32, sym=True, format="auto_round",
+             iters=0, nsamples=8, seqlen=64, groups=[], tensors_before=0, tensors_after=0, linears_quantized=0, bytes_before=0,
+             bytes_after=0, timings={}, versions={}, device="cpu").write(out / MANIFEST)
+    return out
+
+
+def recipe(model: Path, out: Path, eval_extra: str = "", gates: str = "min_recovery = 0.99\n") -> str:
+    return (f'output_dir = "{out}"\n[model]\nsource = "{model}"\n'
+            '[validate]\nmax_new_tokens = 4\nwarmup_runs = 0\nlatency_runs = 1\n'
+            '[[validate.modes]]\nname = "greedy"\nprompt = "The function returns"\n'
+            f"[validate.gates]\n{gates}"
+            f'[[eval]]\nkind = "lm_eval"\ntasks = ["hubpub_tiny_mc"]\ninclude_path = "{TASKS}"\nlimit = {LIMIT}\n{eval_extra}')
+
+
+def test_lm_eval_through_the_loaded_model_matches_lm_eval_itself(tiny_qwen2, tmp_path, write_recipe):
+    out = dressed_as_output(tiny_qwen2, tmp_path / "out")
+    result = CliRunner().invoke(cli, ["validate", str(write_recipe(recipe(tiny_qwen2, out))), "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (ev,) = Metrics.read(out / METRICS).evals
+    assert ev.kind == "lm_eval"
+    (row,) = ev.details["table"]
+    assert (row["task"], row["metric"], row["recovery"]) == ("hubpub_tiny_mc", "acc", 1.0)  # the same weights on both sides
+    assert row["base_stderr"] is not None and ev.metrics["recovery"] == {"quantized": 1.0}
+    assert ev.details["command"].startswith("lm_eval --model hf --model_args 'pretrained=<this repo>,dtype=auto' --tasks hubpub_tiny_mc")
+    assert f"--limit {LIMIT}" in ev.details["command"] and f"--include_path {TASKS}" in ev.details["command"]
+
+    # the same task through lm-eval's own loading (what `lm_eval --model hf` does): the same number
+    import os
+
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    here = os.getcwd()
+    os.chdir(TASKS)
+    try:
+        direct = simple_evaluate(model="hf", model_args=f"pretrained={tiny_qwen2},dtype=auto,device=cpu", tasks=["hubpub_tiny_mc"],
+                                 limit=LIMIT, batch_size=1, task_manager=TaskManager(include_path=str(TASKS), include_defaults=False),
+                                 log_samples=False)
+    finally:
+        os.chdir(here)
+    assert direct["results"]["hubpub_tiny_mc"]["acc,none"] == row["base"]
+    assert direct["results"]["hubpub_tiny_mc"]["acc_stderr,none"] == pytest.approx(row["base_stderr"])
+
+
+def test_unknown_task_lists_close_names_before_loading_a_model(tiny_qwen2, tmp_path, write_recipe):
+    out = dressed_as_output(tiny_qwen2, tmp_path / "out")
+    path = write_recipe(recipe(tiny_qwen2, out).replace('tasks = ["hubpub_tiny_mc"]', 'tasks = ["hubpub_tiny_mcq"]'))
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: {path.resolve()}: eval[0].tasks: unknown lm-eval task 'hubpub_tiny_mcq'; "
+                             "close names: hubpub_tiny_mc\n")
+    assert not (out / METRICS).exists()  # nothing ran
+
+
+def test_gate_on_an_eval_that_is_not_configured(tiny_qwen2, tmp_path, write_recipe):
+    path = write_recipe(f'[model]\nsource = "{tiny_qwen2}"\n[validate.gates]\nmin_recovery = 0.95\n')
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert str(info.value) == (f"{path}:4: validate.gates.min_recovery: this gate reads an eval of kind 'lm_eval' and the recipe"
+                               " has none; add an [[eval]] with kind = 'lm_eval' or remove the gate")
+
+
+def test_lm_eval_fields_are_checked_with_their_line(tmp_path, write_recipe):
+    path = write_recipe('[model]\nsource = "org/m"\n\n[[eval]]\nkind = "perplexity"\nfile = "builtin:pydoc"\n\n'
+                        '[[eval]]\nkind = "lm_eval"\ntasks = ["arc_easy"]\nnum_fewshot = -1\n')
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert str(info.value) == f"{path}:11: eval[1].num_fewshot: must be >= 0 (got -1)"
+    path = write_recipe('[model]\nsource = "org/m"\n[[eval]]\nkind = "lm_eval"\ntasks = []\n')
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert str(info.value) == f"{path}:5: eval[0].tasks: must not be empty (got [])"
