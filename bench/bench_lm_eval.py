@@ -52,7 +52,9 @@ def main() -> None:
                       f'[[eval]]\nkind = "lm_eval"\ntasks = ["hubpub_tiny_mc"]\ninclude_path = "{TASKS}"\nlimit = {limit}\n')
     env = dict(os.environ, PYTHONPATH=str(REPO))
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "hubpub", "validate", str(recipe), "--quiet"], check=True, env=env, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "hubpub", "validate", str(recipe), "--quiet"], env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"hubpub validate failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
     hubpub_s = time.perf_counter() - t
     (row,) = Metrics.read(out / METRICS).evals[0].details["table"]
 
@@ -61,7 +63,7 @@ def main() -> None:
         results = work / f"cli_{role}"
         shutil.rmtree(results, ignore_errors=True)
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={folder},dtype=auto,device=cpu",
+        subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={folder},dtype=auto", "--device", "cpu",
                         "--tasks", "hubpub_tiny_mc", "--include_path", str(TASKS), "--limit", str(limit), "--batch_size", "1",
                         "--output_path", str(results)], check=True, env=env, cwd=TASKS, capture_output=True)
         cli_s += time.perf_counter() - t

@@ -32,7 +32,7 @@ def tiny_recipe(folder: Path) -> Path:
     recipe.write_text(
         f'output_dir = "out/tiny"\n\n[model]\nsource = "{source}"\n\n[quantize]\nmethod = "rtn"\ngroup_size = 32\n'
         'iters = 0\nnsamples = 4\nseqlen = 32\ndevice = "cpu"\n\n[validate]\ndevice = "cpu"\nmax_new_tokens = 4\n'
-        'warmup_runs = 0\nlatency_runs = 1\n\n[card]\nlicense = "apache-2.0"\n\n'
+        'warmup_runs = 0\nlatency_runs = 1\n\n[card]\nbase_model = "test-org/tiny-qwen2"\nlicense = "apache-2.0"\n\n'
         '[push]\nrepo_id = "hubpub-demo/tiny"\ntag = "v1"\n'
     )
     return recipe

@@ -29,12 +29,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from .naming import WEIGHT_SUFFIXES
 from . import __version__, artifacts
 from .errors import HubpubError, ValidateError
 from .events import EventSink, Notice, emit
 
 Kind = Literal["exact", "measured", "machine"]
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 DEFAULT_TOLERANCE = 0.01
 MACHINE = ("peak_memory_bytes", "load_s", "latency_s", "tokens_per_s")
 

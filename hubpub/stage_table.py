@@ -75,10 +75,15 @@ def _quantize_run(ctx: StageContext) -> Any:
 
 # ----------------------------------------------------------------------------- validate
 def _eval_files(ctx: StageContext) -> dict[str, str | None]:
+    """Hashes of every local file the evals and modes read (an eval kind lists its own inputs)."""
     recipe = ctx.recipe
-    files = [e.file for e in recipe.evals if getattr(e, "file", None) and not e.file.startswith("builtin:")]
-    files += [img for mode in recipe.validate.modes for img in mode.images if "://" not in img]
-    return {f: ctx.hashes(recipe.resolve(f)) for f in sorted(set(files))}
+    files = [f for e in recipe.evals for f in (e.input_files() if hasattr(e, "input_files") else [])]
+    files += [img for mode in recipe.validate.modes for img in mode.images if "://" not in img and not img.startswith("builtin:")]
+    hashed: dict[str, Any] = {f: ctx.hashes(recipe.resolve(f)) for f in sorted(set(files))}
+    for e in recipe.evals:  # folders, e.g. lm_eval's include_path (task YAMLs and their data)
+        for d in (e.input_dirs() if hasattr(e, "input_dirs") else []):
+            hashed[d] = ctx.hashes.tree(recipe.resolve(d))
+    return hashed
 
 
 def _validate_key(ctx: StageContext) -> str:

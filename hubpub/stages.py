@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import artifacts
+from .naming import is_hidden
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ class FileHashes:
         if not folder.is_dir():
             return {}
         files = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
-        return {f.as_posix(): self(folder / f) for f in files if not any(part.startswith(".") for part in f.parts)}
+        return {f.as_posix(): self(folder / f) for f in files if not is_hidden(f.parts)}
 
 
 @dataclass

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import RecipeError, ReleaseError, ValidateError
+from .errors import ReleaseError, ValidateError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -152,3 +152,43 @@ def test_autoround_run_records_the_sources_in_the_manifest(tiny_qwen2, corpora, 
     assert manifest.nsamples == 2 and manifest.iters == 1
     assert [(s["kind"], s["name"], s["samples"]) for s in manifest.calibration_sources] == [("builtin", "builtin:pydoc", 1), ("jsonl", "chat.jsonl", 1)]
     assert manifest.calibration_sources[1]["sha256"] == hashlib.sha256((corpora / "chat.jsonl").read_bytes()).hexdigest()
+    coverage = manifest.calibration_coverage
+    assert coverage["unreached"] == [] and sum(g["linears"] for g in coverage["groups"].values()) == manifest.linears_quantized
+    for group in coverage["groups"].values():  # every calibration token reached every quantized linear
+        assert group["reached"] == group["linears"] and group["tokens_min"] == group["tokens_max"] == manifest.nsamples * manifest.seqlen
+
+
+def test_rtn_reads_no_source_and_counts_no_coverage(tiny_qwen2, tmp_path, write_recipe):
+    out = tmp_path / "out"
+    path = recipe_at(write_recipe, tiny_qwen2, 'method = "rtn"\n' + SEQ + 'calibration = [{ source = "hf:nobody/none" }]\n', out)
+    result = CliRunner().invoke(cli, ["quantize", str(path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    manifest = Manifest.read(out / MANIFEST)
+    assert manifest.calibration_coverage is None and manifest.calibration_sources == [] and manifest.nsamples == 0
+
+
+def test_a_linear_no_token_is_routed_to_is_reported_unreached():
+    import torch
+
+    from hubpub.calibration.coverage import CoverageCounter, unreached_notice
+
+    class Routed(torch.nn.Module):  # understanding rows go through und, generation rows through gen
+        def __init__(self):
+            super().__init__()
+            self.und, self.gen = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+        def forward(self, x, is_gen):
+            out = torch.zeros_like(x)
+            out[~is_gen] = self.und(x[~is_gen])
+            out[is_gen] = self.gen(x[is_gen])
+            return out
+
+    model = Routed()
+    x = torch.randn(2, 5, 8)
+    with CoverageCounter(model, ["und", "gen"], first_calls=1) as cov:
+        model(x, torch.zeros(2, 5, dtype=torch.bool))  # text only
+        model(x, torch.ones(2, 5, dtype=torch.bool))  # a later call (tuning re-runs) is not counted as tokens
+    report = cov.report()
+    assert report["groups"]["und"]["tokens_max"] == 10 and report["groups"]["gen"]["tokens_max"] == 0
+    assert report["unreached"] == ["gen"] and report["groups"]["gen"]["calls"] == 2
+    assert unreached_notice(report["unreached"]).startswith("1 quantized linear(s) saw no calibration data (quantized as plain RTN): gen;")

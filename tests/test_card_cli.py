@@ -223,7 +223,7 @@ def test_local_source_without_base_model_id(release):
     result = run("card", str(release))
     assert_fails_cleanly(
         result,
-        f"{release}: card.base_model: not set and the source 'base' is not a Hub repo;"
+        f"{release}:{text.splitlines().index('[card]') + 1}: card.base_model: not set and the source 'base' is not a Hub repo;"
         ' set base_model = "org/name" in [card] so the card links the model it was quantized from',
         release.parent / "out" / "README.md",
         None,

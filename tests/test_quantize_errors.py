@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import pytest
 from click.testing import CliRunner
 
 from hubpub.cli import cli

@@ -5,7 +5,6 @@ re-sends no weights)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..naming import WEIGHT_SUFFIXES
 from ..artifacts import ASSETS_DIR, CARD, Manifest, Metrics
 from ..recipe import Recipe
 from .history import History
@@ -26,6 +27,13 @@ def method_name(method: str) -> str:
     return backends.get(method).display_name if method in backends else method
 
 
+def cpu_kernels(fmt: str) -> str:
+    """The package with fast CPU kernels for a format (auto-round suggests it at load time), or ''."""
+    from ..quantize.formats import formats
+
+    return getattr(formats.get(fmt), "cpu_kernels", "") if fmt in formats else ""
+
+
 def format_install(fmt: str) -> str:
     """What a user pip-installs to load an export format with transformers (its registry entry)."""
     from ..quantize.formats import formats
@@ -33,7 +41,6 @@ def format_install(fmt: str) -> str:
     return formats.get(fmt).install_line if fmt in formats else ""
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 DEFAULT_PROMPT = "Explain in one sentence what weight quantization does."
 
 
@@ -267,13 +274,19 @@ def usage(recipe: Recipe, manifest: Manifest) -> dict[str, Any]:
     prompt = mode.prompt if mode else DEFAULT_PROMPT
     transformers = manifest.versions.get("transformers")
     install = f"transformers>={transformers}" if transformers else "transformers"
+    torch = (manifest.versions.get("torch") or "").split("+")[0]
+    # torch first and pinned, as the README says: an unpinned torch pulls gigabytes of CUDA wheels
+    torch_line = (f'pip install "torch=={torch}"  # CPU only: add --index-url https://download.pytorch.org/whl/cpu\n'
+                  if torch else "")
+    kernels = cpu_kernels(manifest.format)
+    kernel_note = f"  # {kernels}: fast CPU kernels for the quantized layers" if kernels else ""
     return {
         "kind": manifest.task,
         # JSON string literals are valid Python and use the double quotes the snippet uses
         "prompt_literal": json.dumps(prompt, ensure_ascii=False),
         "image_literal": json.dumps(Path(mode.images[0]).name if mode and mode.images else "image.jpg"),
         "trust_remote_code": manifest.trust_remote_code,
-        "install": f'pip install "{install}" {format_install(manifest.format)}'.rstrip(),
+        "install": torch_line + f'pip install "{install}" {format_install(manifest.format)} {kernels}'.rstrip() + kernel_note,
         "max_new_tokens": recipe.validate.max_new_tokens,
     }
 

@@ -15,6 +15,7 @@ from . import release_cmd  # noqa: E402,F401
 from . import check_cmd  # noqa: E402,F401
 from . import jobs_cmd  # noqa: E402,F401
 from . import reproduce_cmd  # noqa: E402,F401
+from . import sweep_cmd  # noqa: E402,F401
 from . import init_cmd  # noqa: E402,F401  (after release_cmd: its `init` is the one registered)
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from ._app import RECIPE, VERBOSE, StageChoice, cli, load, renderer
+from ._app import VERBOSE, StageChoice, cli, load, renderer
 
 if TYPE_CHECKING:
     from ..events import StageEvent
@@ -78,18 +77,19 @@ def release_command(
     if loaded.variants or variant:
         return _release_family(console, loaded, variant=variant, from_stage=from_stage, until_stage=until_stage,
                                push=not no_push, dry_run=dry_run, force=force, endpoint=endpoint, tag=tag, verbose=verbose)
-    with renderer(verbose=verbose, on_stage=lambda event: _print_stage(console, event)) as events:
-        result = release(
-            loaded,
-            from_stage=from_stage,
-            until_stage=until_stage,
-            push=not no_push,
-            dry_run=dry_run,
-            force=force,
-            endpoint=endpoint,
-            tag=tag,
-            events=events,
-        )
+    from ..errors import ValidateError
+
+    try:
+        with renderer(verbose=verbose, on_stage=lambda event: _print_stage(console, event)) as events:
+            result = release(loaded, from_stage=from_stage, until_stage=until_stage, push=not no_push, dry_run=dry_run,
+                             force=force, endpoint=endpoint, tag=tag, events=events)
+    except ValidateError as exc:
+        if getattr(exc, "metrics", None) is not None:  # the tables of what failed, then the one-line error
+            from ..validate.report import print_report
+            from .validate_cmd import _table_console
+
+            print_report(exc.metrics, _table_console(), only_failures=True)
+        raise
     _print_summary(console, result)
 
 

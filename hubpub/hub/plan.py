@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PushError
+from ..naming import is_hidden
 from ..units import human_bytes
 
 if TYPE_CHECKING:
@@ -140,7 +141,8 @@ def hash_file(path: Path) -> tuple[int, str, str]:
 
 def scan_release(folder: Path) -> list[LocalFile]:
     """Every file of the release folder; symlinks and anything resolving outside it are refused.
-    Hidden names (temp files of atomic writes, caches) are not part of a release."""
+    Hidden names (temp files of atomic writes, caches) are not part of a release, except
+    naming.PUBLISHED_HIDDEN (.eval_results/, which the Hub reads)."""
     root = folder.resolve()
     files: list[LocalFile] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
@@ -152,9 +154,9 @@ def scan_release(folder: Path) -> list[LocalFile]:
                 raise PushError(f"{entry}: is a symlink; a release folder may hold only real files inside it: copy the file in instead")
             if not entry.resolve().is_relative_to(root) or ".." in rel.split("/"):
                 raise PushError(f"{entry}: resolves outside the release folder {folder}; move it inside")
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden([d]))
         for name in sorted(filenames):
-            if name.startswith("."):
+            if is_hidden([name]):
                 continue
             source = base / name
             size, sha256, git_oid = hash_file(source)

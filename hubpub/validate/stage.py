@@ -272,10 +272,10 @@ def validate(recipe: Recipe, *, output_dir: Path | str | None = None, progress: 
         plan_ = plan(recipe, manifest.task, work)
         keys = {job.index: eval_key(recipe, manifest, job) for job in plan_.eval_jobs}
         earlier, earlier_samples = reusable(out, manifest)
-        cached = {i: earlier[k] for i, k in keys.items() if k in earlier}
-        for i in cached:
+        reused = {i: earlier[k] for i, k in keys.items() if k in earlier}
+        for i in reused:
             emit(events, Notice(STAGE, f"eval[{i}] ({recipe.evals[i].label}): reusing the result measured earlier on this checkpoint"))
-        to_run = [job for job in plan_.eval_jobs if job.index not in cached]
+        to_run = [job for job in plan_.eval_jobs if job.index not in reused]
         scene = make_scene(["square", "circle", "A"], 224, random.Random(0))  # for builtin:scene images
         scene.image.save(work / "scene.png")
         results: dict[str, WorkerResult] = {}
@@ -299,7 +299,7 @@ def validate(recipe: Recipe, *, output_dir: Path | str | None = None, progress: 
                 raise ValidateError(problem)
         modes = {role: judge_modes(plan_, role, results[role]) for role in ROLES}
         modelm = {role: model_metrics(folders[role], results[role], modes[role]) for role in ROLES}
-        evals_, eval_samples, eval_errors = score_evals(recipe, plan_, results, out / ASSETS_DIR, work, cached, earlier_samples)
+        evals_, eval_samples, eval_errors = score_evals(recipe, plan_, results, out / ASSETS_DIR, work, reused, earlier_samples)
         for job, result in zip(plan_.eval_jobs, evals_):
             if not any(n.startswith("did not run") for n in result.notes):
                 result.details["cache_key"] = keys[job.index]

@@ -13,7 +13,6 @@ import contextlib
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 from pydantic import BaseModel

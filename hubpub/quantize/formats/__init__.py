@@ -49,6 +49,7 @@ class AutoRoundExport:
     quant_method: str
     install_line: str
     reference_url: str = "https://github.com/intel/auto-round"
+    cpu_kernels: str = ""  # the package with fast CPU kernels for it (the card names it), if any
     autoround_format: str = ""  # AutoRound's name for it (default: name)
     autoround_format_for: dict[tuple[int, bool], str] = field(default_factory=dict)  # ... for some (bits, sym)
     bits: tuple[int, ...] = (2, 3, 4, 8)

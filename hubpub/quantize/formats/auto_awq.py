@@ -13,6 +13,7 @@ formats.register(GPTQExport(
     display_name="AWQ",
     quant_method="awq",
     install_line="autoawq",
+    cpu_kernels="auto-round-lib",
     reference_url="https://github.com/casper-hansen/AutoAWQ",
     bits=(4,),
     sym=(False,),

@@ -33,6 +33,7 @@ formats.register(GPTQExport(
     display_name="GPTQ",
     quant_method="gptq",
     install_line="gptqmodel optimum",
+    cpu_kernels="auto-round-lib",
     reference_url="https://github.com/ModelCloud/GPTQModel",
     bits=(2, 3, 4, 8),
     requires_asym=(("auto_round_kernel", "auto-round-lib"),),  # zero points load on CPU through its kernels

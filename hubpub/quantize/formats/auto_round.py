@@ -15,6 +15,7 @@ formats.register(AutoRoundExport(
     display_name="AutoRound",
     quant_method="auto-round",
     install_line="auto-round",
+    cpu_kernels="auto-round-lib",
     reference_url="https://github.com/intel/auto-round",
     bits=(2, 3, 4, 8),
     autoround_format_for={(4, False): "auto_round:auto_gptq"},
