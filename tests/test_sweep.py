@@ -45,6 +45,7 @@ max_samples = 2
 
 [card]
 license = "apache-2.0"
+base_model = "test-org/tiny-qwen2"
 
 [sweep]
 grid = {{ group_size = [32, 64] }}
