@@ -297,10 +297,6 @@ def path_problems(recipe: "Recipe") -> list["Problem"]:
         bad = _path_kind_problem(recipe.resolve(card.previous), "folder", "previous release")
         if bad:
             c.add("card.previous", bad)
-    if not card.base_model and kind != "hub":
-        # the card links the model it was quantized from: known now, not after quantize and validate
-        c.add("card.base_model", f"not set and the source {model.source!r} is not a Hub repo;"
-              ' set base_model = "org/name" in [card] so the card links the model it was quantized from')
     return c.problems
 
 
