@@ -71,8 +71,11 @@ def base_model_id(recipe: Recipe, manifest: Manifest) -> str:
         return str(manifest.source["location"])
     if recipe.model.source_kind(recipe.base_dir) == "hub":
         return recipe.model.source
+    from ..recipe import line_of
+
+    line = line_of(recipe.text, ("card", "base_model")) if recipe.text else None
     raise CardError(
-        f"{recipe.path}: card.base_model: not set and the source {recipe.model.source!r} is not a Hub repo;"
+        f"{recipe.path}{f':{line}' if line else ''}: card.base_model: not set and the source {recipe.model.source!r} is not a Hub repo;"
         ' set base_model = "org/name" in [card] so the card links the model it was quantized from'
     )
 
