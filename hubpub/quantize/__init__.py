@@ -81,7 +81,10 @@ def quantize(recipe: "Recipe", *, force: bool = False, progress: bool = True, ev
     preflight(recipe, stage="quantize", model=True)
 
     t = time.perf_counter()
-    base_dir = materialize(recipe, source)
+    from ..events import capture_output
+
+    with capture_output(events, "quantize"):  # the GGUF -> BF16 conversion's warnings and bars: --verbose shows them
+        base_dir = materialize(recipe, source)
     timings = {"source": time.perf_counter() - t}
     work = recipe.work_path
     work.mkdir(parents=True, exist_ok=True)
