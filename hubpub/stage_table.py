@@ -14,20 +14,11 @@ What each stage's key hashes:
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import artifacts
 from .stages import Stage, StageContext, digest, stages
-
-
-def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a stage function with the keyword arguments it accepts (plugins may take fewer)."""
-    params = inspect.signature(function).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return function(*args, **kwargs)
 
 
 def read_manifest(out: Path) -> artifacts.Manifest | None:
@@ -70,7 +61,7 @@ def _quantize_outputs(ctx: StageContext, result: Any = None) -> list[str]:
 def _quantize_run(ctx: StageContext) -> Any:
     from .quantize import quantize
 
-    return _call(quantize, ctx.recipe, force=ctx.force, progress=ctx.options.get("progress", True), events=ctx.events)
+    return quantize(ctx.recipe, force=ctx.force, events=ctx.events)
 
 
 # ----------------------------------------------------------------------------- validate
@@ -107,7 +98,7 @@ def _validate_run(ctx: StageContext) -> Any:
     from .validate import validate
 
     # raises ValidateError when a gate or a mode fails
-    return _call(validate, ctx.recipe, progress=ctx.options.get("progress", True), events=ctx.events)
+    return validate(ctx.recipe, events=ctx.events)
 
 
 # ----------------------------------------------------------------------------- card
@@ -142,7 +133,7 @@ def _card_outputs(ctx: StageContext, result: Any = None) -> list[str]:
 def _card_run(ctx: StageContext) -> Any:
     from .card import render_card
 
-    return _call(render_card, ctx.recipe, endpoint=ctx.endpoint, events=ctx.events)
+    return render_card(ctx.recipe, endpoint=ctx.endpoint, events=ctx.events)
 
 
 # ----------------------------------------------------------------------------- push
@@ -155,7 +146,7 @@ def _push_key(ctx: StageContext) -> str:
 def _push_run(ctx: StageContext) -> Any:
     from .hub import push
 
-    return _call(push, ctx.recipe, tag=ctx.tag, endpoint=ctx.endpoint, events=ctx.events)
+    return push(ctx.recipe, tag=ctx.tag, endpoint=ctx.endpoint, events=ctx.events)
 
 
 def _push_preview(ctx: StageContext) -> Any:

@@ -24,12 +24,11 @@ def quantize_cmd(recipe: str, force: bool, no_progress: bool, verbose: bool) -> 
     from rich.table import Table
 
     from ..quantize import quantize
-    from ..stage_table import _call
     from ..units import human_bytes, human_duration
 
     loaded = load(recipe, stage="quantize")
     with renderer(verbose=verbose, quiet=no_progress) as events:
-        result = _call(quantize, loaded, force=force, progress=False, events=events)
+        result = quantize(loaded, force=force, events=events)
     m = result.manifest
     console = Console(stderr=False, highlight=False)
     if result.reused:

@@ -25,7 +25,6 @@ def validate_command(recipe: str, output_dir: str | None, quiet: bool, verbose: 
       hubpub validate recipes/demo.toml
       hubpub validate recipes/demo.toml --output-dir out/demo --quiet
     """
-    from ..stage_table import _call
     from ..units import human_bytes
     from ..validate import validate
 
@@ -34,7 +33,7 @@ def validate_command(recipe: str, output_dir: str | None, quiet: bool, verbose: 
 
     try:
         with renderer(verbose=verbose, quiet=quiet) as events:
-            result = _call(validate, load(recipe, stage="validate"), output_dir=output_dir, progress=not quiet, events=events)
+            result = validate(load(recipe, stage="validate"), output_dir=output_dir, events=events)
     except ValidateError as exc:
         if getattr(exc, "metrics", None) is not None:  # the tables of what failed, then the one-line error
             print_report(exc.metrics, _table_console(), only_failures=quiet)  # type: ignore[attr-defined]

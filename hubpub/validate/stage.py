@@ -23,7 +23,7 @@ from ..artifacts import ASSETS_DIR, MANIFEST, METRICS, EvalResult, GateResult, M
 from ..errors import ValidateError
 from ..events import EventSink, Notice, StepFinished, StepProgress, StepStarted, emit
 from ..recipe import Mode, Recipe
-from .evals import PrepareContext, ScoreContext, bootstrap, eval_kinds, gate_specs
+from .evals import PrepareContext, ScoreContext, eval_kinds, gate_specs
 from .grounding import make_scene
 from .modes import check_output, describe_expect, mode_job, modes_for
 from .protocol import EvalJob, ModeJob, Progress, WorkerJob, WorkerResult

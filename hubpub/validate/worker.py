@@ -16,7 +16,6 @@ import gc
 import os
 import platform
 import resource
-import statistics
 import sys
 import threading
 import time
