@@ -12,6 +12,12 @@
    and mean KL(base || quantized) on held-out text (lower is better)
 
     python bench/bench_quantize.py algorithms     # only section 5
+6. the same on the tiny mixture-of-transformers stand-in (tests/mot_model), W4 asym g128, whole
+   model: KL(base || quantized) of the understanding path on held-out text and the relative
+   error of the generation path's velocity on denoising calls, for rtn / awq / autoround, and
+   for awq without the calibration hook (its *_moe_gen linears then see no data)
+
+    python bench/bench_quantize.py mot            # only section 6
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -121,6 +128,67 @@ def algorithms(tmp: Path, src: Path, env: dict[str, str]) -> None:
               f" KL vs base {kl:.4f} (bare script {kl_bare:.4f})")
 
 
+MOT_RECIPE = """output_dir = "{out}"
+[model]
+source = "{src}"
+trust_remote_code = true
+[quantize]
+method = "{method}"
+bits = 4
+group_size = 128
+sym = false
+format = "auto_awq"
+iters = 20
+nsamples = 8
+seqlen = 64
+batch_size = 4
+blocks = ["language_model.model.layers"]
+keep_bf16 = ["vit_model*", "connector*", "vae2llm", "llm2vae", "time_embedder*", "latent_pos_embed", "language_model.lm_head"]
+{hook}{mappings}"""
+
+
+def mot(tmp: Path, env: dict[str, str]) -> None:
+    import torch
+
+    from hubpub.loading import load_checkpoint
+    from mot_model import HOOK, make_tiny_mot
+    from mot_model.mot_calibration import generation_calls
+    from test_mot import AWQ_MAPPINGS
+
+    src = make_tiny_mot(tmp / "mot")
+    shutil.copy(HOOK, tmp / HOOK.name)
+    hook = 'calibration_hook = "mot_calibration.py:generation_calls"\n'
+    runs = {"rtn": ("rtn", "", ""), "awq": ("awq", hook, AWQ_MAPPINGS), "awq, no hook": ("awq", "", AWQ_MAPPINGS),
+            "autoround": ("autoround", hook, "")}
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src)
+    from pydoc_data.topics import topics
+
+    text = "\n".join(topics[k] for k in sorted(topics)[-40:])
+    ids = tok(text, return_tensors="pt")["input_ids"][:, : 8 * 64].reshape(-1, 64)
+
+    def measure(folder: Path) -> tuple[Any, list[Any]]:
+        model, problems = load_checkpoint(folder, task="causal-lm", trust_remote_code=True, dtype=torch.bfloat16)
+        assert not problems, problems
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits.float(), -1)
+            velocity = [model.denoise_step(**call).float() for call in generation_calls(model, tok, samples=8, seqlen=64, seed=7)]
+        return logp, velocity
+
+    base_logp, base_v = measure(src)
+    print("tiny MoT (2 layers x 7 + 7 linears), W4 asym g128, whole model:")
+    for label, (method, hook_line, maps) in runs.items():
+        out = tmp / f"mot-{label.replace(', ', '-').replace(' ', '')}"
+        recipe = tmp / f"{out.name}.toml"
+        recipe.write_text(MOT_RECIPE.format(out=out, src=src, method=method, hook=hook_line, mappings=maps))
+        wall = timed([sys.executable, "-m", "hubpub", "quantize", str(recipe), "--no-progress"], env, tmp)
+        logp, v = measure(out)
+        kl = float((base_logp.exp() * (base_logp - logp)).sum(-1).mean())
+        gen_err = sum(float((a - b).norm() / b.norm()) for a, b in zip(v, base_v)) / len(v)
+        print(f"  {label:13s} understanding KL {kl:.5f}; generation velocity rel. error {gen_err:.4f}; quantize {wall:.1f} s")
+
+
 def main() -> None:
     import tiny_models
     from hubpub.quantize.tensors import tensor_refs, write_streamed
@@ -128,6 +196,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="hubpub-bench-"))
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", AR_WORK_SPACE=str(tmp / "ar"))
     try:
+        if sys.argv[1:] == ["mot"]:
+            mot(tmp, env)
+            return
         src = tiny_models.make_tiny_qwen2(tmp / "qwen2")
         if sys.argv[1:] == ["algorithms"]:
             algorithms(tmp, src, env)
@@ -171,6 +242,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "hubpub", "--help"], env=env, check=True, stdout=subprocess.DEVNULL)
         print(f"hubpub --help wall: {time.perf_counter() - t:.3f} s (goal <= 0.25 s)")
         algorithms(tmp, src, env)
+        mot(tmp, env)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

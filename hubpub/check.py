@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -264,6 +265,10 @@ def path_problems(recipe: "Recipe") -> list["Problem"]:
 
         for field, bad in calibration_problems(recipe):
             c.add(field, bad)
+    from .calibration.hook import hook_problems  # the hook's module and function (imported only with trust_remote_code)
+
+    for field, bad in hook_problems(recipe):
+        c.add(field, bad)
 
     for i, entry in enumerate(recipe.evals):
         files = entry.input_files() if hasattr(entry, "input_files") else []
@@ -297,6 +302,11 @@ def path_problems(recipe: "Recipe") -> list["Problem"]:
         bad = _path_kind_problem(recipe.resolve(card.previous), "folder", "previous release")
         if bad:
             c.add("card.previous", bad)
+    if recipe.variants:  # [push] layout: no two variants published on the same path (hubpub.variants)
+        from .variants import layout_problems
+
+        for field, bad in layout_problems(recipe):
+            c.add(field, bad)
     return c.problems
 
 
@@ -364,6 +374,7 @@ def config_problems(recipe: "Recipe") -> list["Problem"]:
               f"the model ships its own code (auto_map in config.json: {', '.join(sorted(config['auto_map']))}) and "
               "trust_remote_code is false; review its .py files, then set model.trust_remote_code = true")
         return c.problems
+    _mode_problems(c, recipe, config, folder)
     q = recipe.quantize
     try:
         decoder_config, hf_config, trust = _decoder_config(recipe, config, folder, hf_config)
@@ -373,6 +384,12 @@ def config_problems(recipe: "Recipe") -> list["Problem"]:
     except (ValueError, KeyError, OSError, ImportError, AttributeError, TypeError) as exc:
         c.add("model.source", _config_error(config, exc))
         return c.problems
+    from .quantize.formats import formats
+
+    refuse_model = getattr(formats.get(q.format), "refuse_model", None) if q.format in formats else None
+    unexportable = refuse_model(decoder_config, split=bool(q.split)) if refuse_model else None  # e.g. gguf:* of an architecture its converter lacks
+    if unexportable:
+        c.add("quantize.format", unexportable)
     try:
         meta = _meta_model(hf_config, trust, decoder_config.get("auto_map") or {})
     except (ValueError, KeyError, OSError, ImportError, AttributeError, TypeError, RuntimeError, NotImplementedError) as exc:
@@ -396,6 +413,107 @@ def config_problems(recipe: "Recipe") -> list["Problem"]:
     return c.problems
 
 
+def mode_problems(recipe: "Recipe", folder: Path) -> list["Problem"]:
+    """The custom_generate calls checked against the checkpoint in ``folder`` (the one validate
+    loads), by importing its class only: validate runs this before any worker loads a weight."""
+    c = _Collector(recipe)
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return c.problems
+    _mode_problems(c, recipe, config, Path(folder))
+    return c.problems
+
+
+def _mode_class(recipe: "Recipe", config: dict[str, Any], folder: Path | None) -> Any:
+    """The class validate will load (its own code with auto_map and trust_remote_code, else the
+    transformers class config.json names), imported without reading a weight; None if unknown."""
+    auto_map = config.get("auto_map") or {}
+    try:
+        if auto_map:
+            ref = auto_map.get("AutoModelForCausalLM") or auto_map.get("AutoModel")
+            if not (ref and folder is not None and recipe.model.trust_remote_code):
+                return None
+            from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+            return get_class_from_dynamic_module(ref, str(folder))
+        import transformers
+
+        arch = (config.get("architectures") or [None])[0]
+        return getattr(transformers, arch, None) if arch else None
+    except Exception:  # the model's own code failed to import: the stage reports it when it loads
+        return None
+
+
+def _mode_problems(c: _Collector, recipe: "Recipe", config: dict[str, Any], folder: Path | None) -> None:
+    """Each custom_generate mode's call against the model method's signature (README "Custom
+    generation modes"): the method exists, every argument hubpub passes is a parameter (or the
+    method takes **kwargs), and every required parameter is passed."""
+    modes = [(i, m) for i, m in enumerate(recipe.validate.modes) if m.custom_generate]
+    if not modes:
+        return
+    cls = _mode_class(recipe, config, folder)
+    if cls is None:
+        return
+    import inspect
+
+    from .recipe import CUSTOM_VALUES, DEFAULT_CUSTOM_CALL, _did_you_mean
+
+    for i, mode in modes:
+        name = mode.custom_generate or ""
+        where = f"validate.modes[{i}]"
+        method = getattr(cls, name, None)
+        if not callable(method):
+            import difflib
+
+            public = [n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n, None))]
+            close = difflib.get_close_matches(name, public, n=1, cutoff=0.6)
+            c.add(f"{where}.custom_generate", f"{cls.__name__} has no method {name!r}"
+                  f"{f' (did you mean {close[0]!r}?)' if close else ''}; name a method of the model's class")
+            continue
+        try:
+            sig = inspect.signature(method)
+        except (TypeError, ValueError):
+            continue
+        params = list(sig.parameters.values())
+        if not isinstance(inspect.getattr_static(cls, name), (staticmethod, classmethod)) and params:
+            params = params[1:]  # self
+        shown = f"{cls.__name__}.{name}({', '.join(str(p) for p in params)})"
+        var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
+        by_name = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if mode.arguments:
+            passed = {k: f"{where}.arguments" for k in mode.arguments}
+        else:
+            default = {*DEFAULT_CUSTOM_CALL, "max_new_tokens", *(k for k in mode.generate if k != "seed")}
+            passed = {k: f"{where}.custom_generate" for k in sorted(default)}
+        passed.update({k: f"{where}.custom_kwargs" for k in mode.custom_kwargs})
+        for param, field in passed.items():
+            if param in by_name or var_kw:
+                continue
+            close = _did_you_mean(param, list(by_name))
+            fix = ("; map the method's parameters with arguments = {param = \"value\"} (values: " + ", ".join(CUSTOM_VALUES) + ")"
+                   if field.endswith("custom_generate") else close if "did you mean" in close
+                   else f"; its parameters are {', '.join(by_name) or 'none'}")
+            what = "hubpub's default call passes" if field.endswith("custom_generate") else "the mode passes"
+            c.add(field, f"{shown} has no parameter {param!r} that {what}{fix}")
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is not p.empty or p.name in passed:
+                continue
+            if p.kind is p.POSITIONAL_ONLY:
+                c.add(f"{where}.custom_generate", f"{shown}: parameter {p.name!r} is positional-only, and hubpub passes"
+                      " arguments by name; wrap the method in one that takes keywords")
+                continue
+            c.add(f"{where}.arguments", f"{shown} needs {p.name!r}, which the mode does not pass; map it in arguments,"
+                  f" e.g. arguments = {{ {p.name} = \"{_guess_value(p.name, CUSTOM_VALUES)}\", ... }} (values: {', '.join(CUSTOM_VALUES)})")
+
+
+def _guess_value(param: str, values: tuple[str, ...]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(param, list(values), n=1, cutoff=0.5)
+    return close[0] if close else "prompt"
+
+
 def _config_error(config: dict[str, Any], exc: BaseException) -> str:
     import transformers
 
@@ -415,10 +533,18 @@ def _decoder_config(recipe: "Recipe", config: dict[str, Any], folder: Path | Non
     if q.split:
         from .quantize.split import sub_config
 
-        decoder = sub_config(config, q.split.config_key, q.split.architecture)
+        remote = recipe.model.trust_remote_code
+        decoder = sub_config(config, q.split.config_key, q.split.architecture, base_dir=folder, trust_remote_code=remote)
         with tempfile.TemporaryDirectory(prefix="hubpub-check-") as tmp:
             (Path(tmp) / "config.json").write_text(json.dumps(decoder), encoding="utf-8")
-            return decoder, AutoConfig.from_pretrained(tmp), False
+            custom = bool(decoder.get("auto_map"))
+            if custom and folder is not None:  # the decoder class is the model's own code: it travels with it
+                for code in folder.glob("*.py"):
+                    shutil.copy2(code, Path(tmp) / code.name)
+            hf = AutoConfig.from_pretrained(tmp, trust_remote_code=custom and remote)
+        if custom and folder is not None:
+            hf._name_or_path = str(folder)  # where its auto_map's code lives once the scratch folder is gone
+        return decoder, hf, custom and remote
     if hf_config is None:
         assert folder is not None
         hf_config = AutoConfig.from_pretrained(str(folder), trust_remote_code=recipe.model.trust_remote_code)
@@ -516,4 +642,4 @@ def preflight(recipe: "Recipe", *, stage: str = "release", model: bool = True) -
         raise problems_error(problems)
 
 
-__all__ = ["GENERATE_RULES", "check_recipe", "config_problems", "path_problems", "preflight", "recipe_problems", "value_problems"]
+__all__ = ["GENERATE_RULES", "check_recipe", "config_problems", "mode_problems", "path_problems", "preflight", "recipe_problems", "value_problems"]

@@ -16,8 +16,11 @@ Task = Literal["causal-lm", "image-text-to-text", "custom"]
 
 def task_of(config: dict[str, Any], split: bool) -> Task:
     """What kind of model a checkpoint's config.json describes."""
-    if config.get("auto_map"):
-        return "custom"
+    auto_map = config.get("auto_map") or {}
+    if auto_map:
+        if not split and "AutoModelForCausalLM" in auto_map:
+            return "causal-lm"  # its own code, but a causal LM all the same: generate() and the text modes work
+        return "custom"  # its own API: modes call its methods (custom_generate)
     return "image-text-to-text" if split else "causal-lm"
 
 
@@ -43,11 +46,49 @@ def causal_lm_class(model_dir: Path, trust_remote_code: bool):  # type: ignore[n
     return transformers.AutoModelForCausalLM
 
 
+WEIGHT_GLOBS = ("*.safetensors", "*.gguf")  # what a release's weights are stored in
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files of a checkpoint folder: safetensors shards, or one .gguf file."""
+    return sorted(p for pattern in WEIGHT_GLOBS for p in Path(folder).glob(pattern) if p.is_file())
+
+
+def weight_bytes(folder: Path) -> int:
+    """Bytes on disk of a checkpoint's weight files (what a user downloads to run it)."""
+    return sum(p.stat().st_size for p in weight_files(folder))
+
+
+def gguf_file(folder: Path) -> str | None:
+    """The .gguf a GGUF release is (a folder with no config.json and exactly one .gguf), else None.
+    Such a folder loads with ``from_pretrained(folder, gguf_file=NAME)``: transformers reads the
+    config and tokenizer from the file and dequantizes its tensors."""
+    folder = Path(folder)
+    if (folder / "config.json").is_file():
+        return None
+    found = sorted(folder.glob("*.gguf"))
+    return found[0].name if len(found) == 1 else None
+
+
 def load_checkpoint(model_dir: Path, *, task: str, trust_remote_code: bool, dtype: Any = "auto",
                     device: str = "cpu") -> tuple[Any, dict[str, list[str]]]:
-    """(model, problems): problems maps missing/unexpected/mismatched_keys to the keys reported."""
+    """(model, problems): problems maps missing/unexpected/mismatched_keys to the keys reported.
+
+    A GGUF release (:func:`gguf_file`) is loaded from the .gguf itself, dequantized to ``dtype``
+    ("auto": bfloat16, the base's dtype, so base vs quantized differ by the file's quantization only).
+    """
     import transformers
 
+    gguf = gguf_file(model_dir)
+    if gguf is not None:
+        import torch
+
+        model, info = transformers.AutoModelForCausalLM.from_pretrained(
+            model_dir, gguf_file=gguf, dtype=torch.bfloat16 if dtype == "auto" else dtype, device_map=device,
+            output_loading_info=True,
+        )
+        model.eval()
+        return model, {k: sorted(str(x) for x in info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
     config = json.loads((Path(model_dir) / "config.json").read_text())
     qconfig = config.get("quantization_config") or {}
     kwargs: dict[str, Any] = {}

@@ -222,6 +222,10 @@ class QuantizeSection(Section):
     blocks: list[str] = Field(default_factory=list, description="module lists holding the blocks (default: detected)")
     keep_bf16: list[str] = Field(default_factory=list)
     calibration: Union[str, list[CalibrationSource]] = "builtin:pydoc"  # one corpus, or sources (hubpub/calibration/)
+    calibration_hook: str | None = Field(None, description="'file.py:function' (relative to the recipe) or 'module:function'"
+                                         " yielding forward calls (kwargs) that calibrate paths text does not reach;"
+                                         " runs only with model.trust_remote_code (hubpub/calibration/hook.py)")
+    calibration_hook_samples: int | None = Field(None, ge=1, description="forward calls taken from calibration_hook (default: nsamples)")
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     low_gpu_mem_usage: bool = False
@@ -273,6 +277,10 @@ class QuantizeSection(Section):
     def _format(cls, v: str) -> str:
         from .quantize.formats import formats
 
+        if v.startswith("gguf:") and v not in formats:  # a GGUF type hubpub does not export: list the ones it does
+            from .quantize.formats.gguf import unknown_type
+
+            raise ValueError(unknown_type(v))
         formats.get(v)
         return v
 
@@ -297,6 +305,15 @@ class QuantizeSection(Section):
                 raise ValueError("patterns must not be empty; give module names or globs like 'model.layers.*.mlp.*'")
         return v
 
+    @field_validator("calibration_hook")
+    @classmethod
+    def _hook_spec(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .calibration.hook import parse_spec
+
+            parse_spec(value)  # ValueError with the expected shape
+        return value
+
     @model_validator(mode="after")
     def _format_fits_scheme(self) -> "QuantizeSection":
         """(backend, scheme, format, device) combinations that cannot be written or loaded back."""
@@ -309,6 +326,8 @@ class QuantizeSection(Section):
         if self.device != "auto" and self.device not in backend.devices:
             raise ValueError(f"method {self.method!r} runs on {' or '.join(backend.devices)} only; set device = 'auto'")
         reason = fmt.refuse(backend=self.method, bits=self.bits, sym=self.sym, device=self.device)
+        if not reason and hasattr(fmt, "refuse_group_size"):  # formats with a fixed block size (gguf:*)
+            reason = fmt.refuse_group_size(self.group_size)
         if reason:
             raise ValueError(reason)
         return self
@@ -375,6 +394,12 @@ class Expect(Section):
         return v
 
 
+# What a custom_generate method can be given, by name ([[validate.modes]] arguments = {param = "value"}):
+# the worker builds exactly these (hubpub/validate/worker.py custom_values); README "Custom generation modes".
+CUSTOM_VALUES = ("tokenizer", "processor", "images", "image", "prompt", "messages", "prompts", "task", "max_new_tokens", "generate")
+DEFAULT_CUSTOM_CALL = ("tokenizer", "images", "prompt", "task")  # without `arguments`, plus **generate
+
+
 class Mode(Section):
     name: str
     prompt: Union[str, list[ChatMessage], None] = None
@@ -383,6 +408,11 @@ class Mode(Section):
     generate: dict[str, Any] = Field(default_factory=dict)
     stream: bool = False
     custom_generate: str | None = None
+    # custom_generate's call (README "Custom generation modes"): without `arguments` hubpub calls
+    # method(tokenizer=, images=, prompt=, task=, **generate); with it, exactly the listed
+    # parameters ({method parameter: hubpub value}, values from CUSTOM_VALUES), then custom_kwargs
+    arguments: dict[str, str] = Field(default_factory=dict)
+    custom_kwargs: dict[str, Any] = Field(default_factory=dict)
     task: str | None = None
     expect: Expect = Field(default_factory=Expect)
 
@@ -392,6 +422,43 @@ class Mode(Section):
         for key in v:
             if key not in GENERATE_KWARGS:
                 raise ValueError(f"unknown generate argument {key!r}{_did_you_mean(key, GENERATE_KWARGS)}")
+        return v
+
+    @field_validator("custom_generate")
+    @classmethod
+    def _method_name(cls, v: str | None) -> str | None:
+        if v is not None and not (v.isidentifier() and not v.startswith("__")):
+            raise ValueError(f"must be the name of a method of the model, like 'generate_slow' (got {v!r})")
+        return v
+
+    @field_validator("arguments")
+    @classmethod
+    def _arguments(cls, v: dict[str, str], info) -> dict[str, str]:  # type: ignore[no-untyped-def]
+        if v and not info.data.get("custom_generate"):
+            raise ValueError("only for a mode with custom_generate (the model method these arguments are passed to)")
+        for param, value in v.items():
+            if not param.isidentifier():
+                raise ValueError(f"{param!r} is not a Python parameter name")
+            if value not in CUSTOM_VALUES:
+                raise ValueError(f"{param} = {value!r}: unknown value{_did_you_mean(value, CUSTOM_VALUES)}"
+                                 f" (hubpub passes: {', '.join(CUSTOM_VALUES)})")
+            if value == "image" and not info.data.get("images"):
+                raise ValueError(f"{param} = 'image' needs an image: add images = [...] to the mode")
+        return v
+
+    @field_validator("custom_kwargs")
+    @classmethod
+    def _custom_kwargs(cls, v: dict[str, Any], info) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        if v and not info.data.get("custom_generate"):
+            raise ValueError("only for a mode with custom_generate (the model method these arguments are passed to)")
+        mapped = info.data.get("arguments") or {}
+        passed = set(mapped) if mapped else {*DEFAULT_CUSTOM_CALL, *(info.data.get("generate") or {})}
+        for key in v:
+            if not key.isidentifier():
+                raise ValueError(f"{key!r} is not a Python parameter name")
+            if key in passed:
+                where = "arguments" if mapped else "hubpub's default call (tokenizer, images, prompt, task and the generate table)"
+                raise ValueError(f"{key!r} is already passed by {where}; set it in one place")
         return v
 
     @model_validator(mode="after")
@@ -427,6 +494,10 @@ class ValidateSection(Section):
     max_new_tokens: int = Field(24, ge=1)
     warmup_runs: int = Field(1, ge=0)
     latency_runs: int = Field(3, ge=1)
+    # "interleaved": after the per-model workers, one process loads both models and alternates their
+    # timed calls (same conditions for both); "separate": each model is timed in its own worker (for
+    # two models that do not fit in memory together; machine drift then falls into the difference)
+    latency: Literal["interleaved", "separate"] = "interleaved"
     builtin_modes: bool = True
     modes: list[Mode] = Field(default_factory=list)
     gates: GatesBase = Field(default_factory=GatesBase)
@@ -550,6 +621,9 @@ class PushSection(Section):
     create_pr: bool = False
     delete_missing: bool = False
     commit_message: str | None = None
+    # how a [[variant]] family is published (hubpub.variants): a repo per variant, one repo with a
+    # subfolder per variant (one commit), or one repo with a branch per variant
+    layout: Literal["repos", "subfolders", "branches"] = "repos"
 
     @field_validator("repo_id")
     @classmethod

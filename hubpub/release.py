@@ -169,6 +169,7 @@ def release(
     progress: bool = True,
     on_stage: Callable[[StageOutcome], None] | None = None,
     events: EventSink | None = None,
+    strict: bool = False,
 ) -> ReleaseResult:
     """Run the stages from_stage..until_stage, skipping those whose inputs and outputs are unchanged.
 
@@ -176,13 +177,14 @@ def release(
     are on disk. ``dry_run`` runs nothing and writes nothing: it reports the plan and each
     stage's preview (the push plan against the remote, with its refusals).
     Each stage's status is reported as a StageEvent through ``events`` (and ``on_stage``).
+    ``strict``: quantize refuses a quantized linear no calibration data reaches (see quantize()).
     """
     from .check import preflight
 
     selection = select(from_stage, until_stage, push)
     preflight(recipe, stage="release", model=False)  # cheap (no torch, no weights); quantize checks config.json when it runs
     state, ctx = _context(recipe, selection, force=force, endpoint=endpoint, tag=tag, events=events,
-                          options={"progress": progress})
+                          options={"progress": progress, "strict": strict})
     result = ReleaseResult(recipe_path=recipe.path, output_dir=ctx.out, stages=[], headline=[], dry_run=dry_run)
 
     def tell(outcome: StageOutcome) -> None:

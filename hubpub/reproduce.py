@@ -229,6 +229,66 @@ def installed_versions() -> dict[str, str]:
     return _versions()
 
 
+@dataclass
+class Published:
+    """What a hubpub release publishes about itself, read from the repo at one commit."""
+
+    repo_id: str
+    revision: str | None  # as asked for (a tag, branch or commit), None = main
+    commit: str | None
+    recipe_text: str
+    manifest: artifacts.Manifest
+    metrics: artifacts.Metrics
+    remote: dict[str, Any]  # path -> the repo tree entry (size, lfs sha256, blob id)
+
+    @property
+    def where(self) -> str:
+        return f"{self.repo_id}@{self.revision}" if self.revision else self.repo_id
+
+
+def fetch_published(api: Any, target: str, cache: str) -> Published:
+    """Download hubpub_recipe.toml / hubpub_manifest.json / hubpub_metrics.json of ``owner/name[@revision]``.
+
+    Raises ReproduceError (one line) for a repo hubpub did not make or an incomplete release.
+    Call inside ``hub_client`` / ``hub_errors``."""
+    repo, revision = parse_target(target)
+    where = f"{repo}@{revision}" if revision else repo
+    info = api.repo_info(repo, revision=revision)
+    commit = info.sha
+    got = {name: _download(api, repo, name, commit, cache) for name in (artifacts.RECIPE_COPY, artifacts.MANIFEST, artifacts.METRICS)}
+    missing = [name for name, path in got.items() if path is None]
+    if artifacts.RECIPE_COPY in missing:
+        raise ReproduceError(
+            f"{where} has no {artifacts.RECIPE_COPY}: it was not published by hubpub, so there is no recipe to re-run"
+            f" (hubpub releases carry {artifacts.RECIPE_COPY}, {artifacts.MANIFEST} and {artifacts.METRICS})"
+        )
+    if missing:
+        raise ReproduceError(f"{where} has no {' or '.join(missing)}: the release is incomplete, so there is nothing to compare with")
+    remote = {f.path: f for f in api.list_repo_tree(repo, revision=commit, recursive=True) if hasattr(f, "size")}
+    return Published(
+        repo_id=repo, revision=revision, commit=commit,
+        recipe_text=got[artifacts.RECIPE_COPY].read_text(encoding="utf-8"),  # type: ignore[union-attr]
+        manifest=artifacts.Manifest.read(got[artifacts.MANIFEST]),  # type: ignore[arg-type]
+        metrics=artifacts.Metrics.read(got[artifacts.METRICS]),  # type: ignore[arg-type]
+        remote=remote,
+    )
+
+
+def default_out(repo_id: str) -> Path:
+    """``./reproduce-<name>``: where the report goes unless ``--out``."""
+    return Path.cwd() / f"reproduce-{repo_id.split('/')[-1]}"
+
+
+def needs_source(recipe: Any, where: str) -> None:
+    """A recipe whose model.source is a local path not on this machine: the error that asks for --source."""
+    kind = recipe.model.source_kind(recipe.base_dir)
+    if kind in ("folder", "gguf") and not recipe.resolve(recipe.model.source).exists():
+        raise ReproduceError(
+            f"{where}: the recipe's model.source {recipe.model.source!r} is a local {'folder' if kind == 'folder' else 'file'}"
+            " that is not on this machine; pass --source PATH (the base model it was made from)"
+        )
+
+
 def reproduce(
     target: str,
     *,
@@ -244,7 +304,7 @@ def reproduce(
     repo, revision = parse_target(target)
     endpoint = resolve_endpoint(endpoint)
     where = f"{repo}@{revision}" if revision else repo
-    out_dir = Path(out) if out else Path.cwd() / f"reproduce-{repo.split('/')[-1]}"
+    out_dir = Path(out) if out else default_out(repo)
     inputs = out_dir / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
 
@@ -254,24 +314,11 @@ def reproduce(
         from huggingface_hub import HfApi
 
         api = HfApi(endpoint=endpoint, token=resolve_token(required=False))
-        info = api.repo_info(repo, revision=revision)
-        commit = info.sha
-        got = {name: _download(api, repo, name, commit, cache) for name in (artifacts.RECIPE_COPY, artifacts.MANIFEST, artifacts.METRICS)}
-        missing = [name for name, path in got.items() if path is None]
-        if artifacts.RECIPE_COPY in missing:
-            raise ReproduceError(
-                f"{where} has no {artifacts.RECIPE_COPY}: it was not published by hubpub, so there is no recipe to re-run"
-                f" (hubpub releases carry {artifacts.RECIPE_COPY}, {artifacts.MANIFEST} and {artifacts.METRICS})"
-            )
-        if missing:
-            raise ReproduceError(f"{where} has no {' or '.join(missing)}: the release is incomplete, so there is nothing to compare with")
-        recipe_text = got[artifacts.RECIPE_COPY].read_text(encoding="utf-8")  # type: ignore[union-attr]
-        manifest = artifacts.Manifest.read(got[artifacts.MANIFEST])  # type: ignore[arg-type]
-        published = artifacts.Metrics.read(got[artifacts.METRICS])  # type: ignore[arg-type]
-        remote = {f.path: f for f in api.list_repo_tree(repo, revision=commit, recursive=True) if hasattr(f, "size")}
+        pub = fetch_published(api, target, cache)
+        commit, manifest, published, remote = pub.commit, pub.manifest, pub.metrics, pub.remote
 
         recipe_path = inputs / f"{repo.split('/')[-1]}.toml"
-        artifacts.write_atomic(recipe_path, recipe_text)
+        artifacts.write_atomic(recipe_path, pub.recipe_text)
         from .recipe import load_recipe
 
         recipe = load_recipe(recipe_path)
@@ -292,12 +339,7 @@ def reproduce(
     if source is not None:
         recipe.model.source = str(Path(source).resolve())
     else:
-        kind = recipe.model.source_kind(recipe.base_dir)
-        if kind in ("folder", "gguf") and not recipe.resolve(recipe.model.source).exists():
-            raise ReproduceError(
-                f"{where}: the recipe's model.source {recipe.model.source!r} is a local {'folder' if kind == 'folder' else 'file'}"
-                " that is not on this machine; pass --source PATH (the base model it was made from)"
-            )
+        needs_source(recipe, where)
     recipe.output_dir = str((out_dir / "release").resolve())
 
     # versions
@@ -407,4 +449,23 @@ def write_report(result: ReproduceResult) -> None:
     artifacts.write_atomic(result.report_md, "\n".join(lines))
 
 
-__all__ = ["ReproduceError", "ReproduceResult", "reproduce"]
+def summary(data: dict[str, Any], report_md: Path) -> tuple[list[str], str | None]:
+    """(the lines the CLI prints about a report.json's content, the one-line failure or None)."""
+    metrics = data.get("metrics") or []
+    judged = [m for m in metrics if m.get("within") is not None]
+    files = data.get("files") or []
+    lines = [
+        f"metrics: {sum(bool(m['within']) for m in judged)}/{len(judged)} within tolerance"
+        f" ({len(metrics) - len(judged)} machine-dependent, not judged)",
+        f"weights: {sum(bool(f.get('identical')) for f in files)}/{len(files)} files byte-identical ({data.get('weights_rule')})",
+        f"report: {report_md}",
+    ]
+    where = f"{data.get('repo_id')}@{data.get('revision')}"
+    if data.get("reproduced"):
+        return lines, None
+    failures = data.get("failures") or []
+    return lines, (f"{where} does not reproduce: {'; '.join(failures[:3])}{' ...' if len(failures) > 3 else ''}"
+                   f" (see {report_md})")
+
+
+__all__ = ["Published", "ReproduceError", "ReproduceResult", "fetch_published", "reproduce", "summary"]

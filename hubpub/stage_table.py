@@ -61,7 +61,7 @@ def _quantize_outputs(ctx: StageContext, result: Any = None) -> list[str]:
 def _quantize_run(ctx: StageContext) -> Any:
     from .quantize import quantize
 
-    return quantize(ctx.recipe, force=ctx.force, events=ctx.events)
+    return quantize(ctx.recipe, force=ctx.force, events=ctx.events, strict=bool(ctx.options.get("strict")))
 
 
 # ----------------------------------------------------------------------------- validate

@@ -65,6 +65,19 @@ def test_lm_eval_through_the_loaded_model_matches_lm_eval_itself(tiny_qwen2, tmp
     assert direct["results"]["hubpub_tiny_mc"]["acc,none"] == row["base"]
     assert direct["results"]["hubpub_tiny_mc"]["acc_stderr,none"] == pytest.approx(row["base_stderr"])
 
+    # a stricter per-task limit on the re-run: the benchmark is not run again (its metrics are kept and
+    # reused), the gate reads every task, the verdict names the one below the limit, and its row is marked
+    strict = CliRunner().invoke(cli, ["validate", str(write_recipe(recipe(tiny_qwen2, out, gates="min_recovery = 1.01\n"))), "--quiet"],
+                                catch_exceptions=False)
+    assert strict.exit_code == 1
+    assert strict.stderr.strip().splitlines()[-1].startswith(
+        "Error: validation failed: gate(s) violated: min_recovery 1 vs 1.01 (below the limit: hubpub_tiny_mc acc 100.0 % (from lm_eval))")
+    again = Metrics.read(out / METRICS)
+    assert again.evals[0].metrics == ev.metrics and again.evals[0].details["cache_key"] == ev.details["cache_key"]
+    assert again.evals[0].details["table"][0]["below"] == ["min_recovery"]
+    (gate,) = [g for g in again.gates if g.name == "min_recovery"]
+    assert (gate.value, gate.passed, gate.failing) == (1.0, False, ["hubpub_tiny_mc acc"])
+
 
 def test_unknown_task_lists_close_names_before_loading_a_model(tiny_qwen2, tmp_path, write_recipe):
     out = dressed_as_output(tiny_qwen2, tmp_path / "out")
@@ -94,3 +107,53 @@ def test_lm_eval_fields_are_checked_with_their_line(tmp_path, write_recipe):
     with pytest.raises(RecipeError) as info:
         load_recipe(path)
     assert str(info.value) == f"{path}:5: eval[0].tasks: must not be empty (got [])"
+
+
+def test_builtin_task_typo_lists_close_names_and_an_uncached_hub_task_is_refused_offline(tiny_qwen2, tmp_path, write_recipe, monkeypatch):
+    """lm-eval's own task index (indexed once per process), before any model loads."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-datasets-cache"))  # nothing cached
+    out = dressed_as_output(tiny_qwen2, tmp_path / "out")
+    typo = write_recipe(recipe(tiny_qwen2, out).replace('tasks = ["hubpub_tiny_mc"]', 'tasks = ["hubpub_tiny_mc", "arc_eazy"]'), "typo.toml")
+    result = CliRunner().invoke(cli, ["validate", str(typo)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {typo.resolve()}: eval[0].tasks: unknown lm-eval task 'arc_eazy'; close names: arc_easy, ")
+    assert result.stderr.count("\n") == 1
+    hub = write_recipe(recipe(tiny_qwen2, out).replace('tasks = ["hubpub_tiny_mc"]', 'tasks = ["hubpub_tiny_mc", "arc_easy"]'), "hub.toml")
+    result = CliRunner().invoke(cli, ["validate", str(hub)])
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: {hub.resolve()}: eval[0].tasks: task 'arc_easy' reads the Hub dataset 'allenai/ai2_arc', which is not"
+                             " in the local datasets cache, and HF_HUB_OFFLINE=1; run once online (the dataset is then cached), or use a"
+                             " local task through include_path\n")
+    assert not (out / METRICS).exists()  # nothing ran
+
+
+def test_an_eval_that_fails_keeps_the_others_and_the_rerun_reuses_them(tiny_qwen2, tmp_path, write_recipe):
+    """A broken task file fails only its eval; perplexity's result is written, and reused once the file is fixed."""
+    from hubpub.events import Notice
+    from hubpub.errors import ValidateError
+    from hubpub.validate import validate
+
+    tasks = tmp_path / "tasks"
+    shutil.copytree(TASKS, tasks)
+    data = tasks / "hubpub_tiny_mc.jsonl"
+    good = data.read_text()
+    data.write_text(good.replace('"answer"', '"solution"'))  # every doc lacks the field doc_to_target reads
+    out = dressed_as_output(tiny_qwen2, tmp_path / "out")
+    text = recipe(tiny_qwen2, out).replace(str(TASKS), str(tasks)).replace(
+        "[[eval]]", '[[eval]]\nkind = "perplexity"\nfile = "builtin:pydoc"\nseqlen = 32\nmax_samples = 2\n\n[[eval]]', 1)
+    path = write_recipe(text)
+    with pytest.raises(ValidateError) as info:
+        validate(load_recipe(path))
+    assert "eval[1] (lm_eval) failed on the quantized: " in str(info.value)
+    first = Metrics.read(out / METRICS)
+    ppl, broken = first.evals
+    assert not first.passed and ppl.metrics["perplexity"]["base"] > 1 and ppl.details["cache_key"]
+    assert broken.notes[0].startswith("did not run: quantized: ") and "cache_key" not in broken.details
+
+    data.write_text(good)
+    events: list = []
+    again = validate(load_recipe(path), events=events.append)
+    assert again.passed and again.metrics.evals[0] == ppl  # measured once, kept
+    assert any(isinstance(e, Notice) and e.message.startswith("eval[0] (perplexity): reusing") for e in events)
+    assert again.metrics.evals[1].details["table"][0]["recovery"] == 1.0

@@ -165,6 +165,20 @@ def test_unknown_flavor_lists_what_the_api_reports(project, hub, token):
     assert result.output == f"Error: --flavor 'a10g-tiny': not a Jobs flavor; the Jobs API lists: {', '.join(listed)}\n"
 
 
+def test_a_bad_flavor_in_any_recipe_of_a_matrix_starts_no_job(project, hub, token):
+    good = write(project, "m-good.toml")
+    bad = write(project, "m-bad.toml", extra='\n[jobs]\nflavor = "quantum-xl"\n')
+    before = job_ids(hub)
+    result = run(["release", str(good), str(bad), "--on", "hf-jobs", "--endpoint", hub.endpoint])
+    assert result.exit_code == 1
+    with hub_client(hub.endpoint):
+        listed = [h.name for h in api(hub).list_jobs_hardware()]
+    line = bad.read_text().splitlines().index('flavor = "quantum-xl"') + 1
+    assert result.output == (f"Error: {bad}:{line}: jobs.flavor 'quantum-xl': not a Jobs flavor; the Jobs API lists:"
+                             f" {', '.join(listed)}\n")
+    assert job_ids(hub) == before  # the good recipe was not sent either
+
+
 def test_dry_run_shows_the_job_and_submits_nothing(project, hub, token):
     before = job_ids(hub)
     result = run(["release", str(write(project, "dry.toml")), "--on", "hf-jobs", "--endpoint", hub.endpoint, "--dry-run", "--timeout", "90m"])

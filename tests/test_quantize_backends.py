@@ -166,7 +166,7 @@ def test_events_report_the_plan_and_blocks_and_nothing_leaks(tiny_qwen2, tmp_pat
     recipe = load_recipe(write_recipe(recipe_text(tiny_qwen2, tmp_path / "out", 'method = "rtn"\nkeep_bf16 = ["model.layers.1.mlp.*"]\n')))
     result = quantize(recipe, events=events.append)
     notices = [e.message for e in events if isinstance(e, Notice)]
-    assert notices[0].startswith("plan: 11 linears quantized, 3 kept BF16 in model.layers (model.layers.*.mlp.down_proj: 1 quantized, 1 BF16;")
+    assert notices[0].startswith("plan: 11 linears quantized, 3 kept BF16 in model.layers:\n  model.layers.*.mlp.down_proj: 1 quantized, 1 BF16\n")
     blocks = [(e.done, e.total, e.item) for e in events if isinstance(e, StepProgress) and e.step == "quantize blocks"]
     assert blocks == [(1, 2, "model.layers.0"), (2, 2, "model.layers.1")]
     assert any("packing" in e.text for e in events if isinstance(e, ThirdPartyOutput))  # captured, not printed

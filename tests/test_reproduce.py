@@ -3,6 +3,9 @@
 One real RTN release of the tiny Qwen2 is pushed once per module (tag v1); then a commit that
 tampers with the published metrics is tagged v1-tampered. Reproducing v1 must give the same
 numbers and byte-identical weights; reproducing v1-tampered must say which number is off.
+Both are also run with ``--on hf-jobs``: the real huggingface_hub jobs client against
+``DevHub(..., jobs=True)``, whose job runs the bundled hubpub's reproduce as a local process and
+uploads its report, which comes back to the local report folder.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def published(tiny_qwen2, tmp_path_factory):
     folder = tmp_path_factory.mktemp("repro-project")
     recipe_path = folder / "recipe.toml"
     recipe_path.write_text(RECIPE.format(source=tiny_qwen2, repo_id=REPO_ID))
-    hub = start_devhub(tmp_path_factory.mktemp("repro-hub"))
+    hub = start_devhub(tmp_path_factory.mktemp("repro-hub"), jobs=True)  # jobs: for reproduce --on hf-jobs
     saved = os.environ.get("HF_TOKEN")
     os.environ["HF_TOKEN"] = TOKEN
     try:
@@ -160,3 +163,111 @@ def test_bad_target_is_a_usage_error(tmp_path):
     assert result.exit_code == 1
     assert result.output == ("Error: 'not a repo': expected a Hub repo id like 'owner/name' or 'owner/name@v1'"
                              " (a tag, branch or commit)\n")
+
+
+# ----------------------------------------------------------------------------- --on hf-jobs
+def _jobs(hub) -> dict[str, dict]:
+    return {job_id: job.record for job_id, job in hub.jobs.jobs.items()}
+
+
+def test_reproduce_as_a_job_brings_the_report_back(published, tmp_path, monkeypatch):
+    hub, metrics = published
+    monkeypatch.chdir(tmp_path)  # the report goes to ./reproduce-<name>/ by default
+    before = set(_jobs(hub))
+    result = CliRunner().invoke(cli, ["reproduce", f"{REPO_ID}@v1", "--on", "hf-jobs", "--endpoint", hub.endpoint,
+                                      "--flavor", "t4-small", "--timeout", "10m"])
+    assert result.exit_code == 0, result.output
+    (job_id,) = set(_jobs(hub)) - before
+    record = _jobs(hub)[job_id]
+    assert record["labels"]["kind"] == "reproduce" and record["flavor"] == "t4-small"
+    out = tmp_path / "reproduce-tiny-rtn-repro"
+    # the job's log streamed here: the bundled hubpub ran reproduce and uploaded the report
+    assert "hubpub job: hubpub 0.1.0" in result.output and "hubpub job: report uploaded to alice/hubpub-job-inputs/reports/" in result.output
+    assert f"job {job_id}: COMPLETED" in result.output
+    assert result.output.strip().splitlines()[-1] == f"{REPO_ID}@v1 reproduces (job {job_id})"
+    assert f"report: {out / 'report.md'}" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]  # the rebuilt weights stay in the job
+    report = json.loads((out / "report.json").read_text())
+    assert report["reproduced"] is True and report["weights_identical"] is True and report["weights_required"] is True
+    ppl = {m["name"]: m for m in report["metrics"]}["eval perplexity: perplexity (quantized)"]
+    assert ppl["reproduced"] == ppl["published"] == metrics.evals[0].metrics["perplexity"]["quantized"]
+    assert f"**{REPO_ID}@v1 reproduces**" in (out / "report.md").read_text()
+    # the token was a secret of the job: never in its spec, command, environment or log
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub.endpoint, token=TOKEN)
+    with hub_client(hub.endpoint):
+        info = api.inspect_job(job_id=job_id, namespace="alice")
+        logs = "\n".join(api.fetch_job_logs(job_id=job_id, namespace="alice"))
+        commits = api.list_repo_commits(REPO_ID)
+    assert info.secrets == {"HF_TOKEN": None}
+    assert TOKEN not in repr(info.environment) + repr(info.command) + logs + result.output
+    assert info.environment["HUBPUB_REPORT_DIR"].startswith("reports/")
+    assert len(commits) == 3  # the job pushed nothing to the release repo
+
+
+def test_reproduce_as_a_job_of_tampered_metrics_exits_1_with_the_report(published, tmp_path):
+    hub, metrics = published
+    out = tmp_path / "tampered-job"
+    result = CliRunner().invoke(cli, ["reproduce", f"{REPO_ID}@v1-tampered", "--on", "hf-jobs", "--endpoint", hub.endpoint,
+                                      "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert " ERROR  " in result.output  # the job's own result: its reproduce exited 1
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"Error: {REPO_ID}@v1-tampered does not reproduce: eval perplexity: perplexity (quantized): published ")
+    assert line.endswith(f"(see {out / 'report.md'})")
+    report = json.loads((out / "report.json").read_text())
+    bad = [m for m in report["metrics"] if m["within"] is False]
+    assert [m["name"] for m in bad] == ["eval perplexity: perplexity (quantized)"]
+    assert bad[0]["reproduced"] == metrics.evals[0].metrics["perplexity"]["quantized"]
+
+
+@pytest.mark.parametrize("case", ["not-hubpub", "no-token", "flavor", "no-source"])
+def test_reproduce_on_jobs_bad_input_starts_no_job(published, tmp_path, monkeypatch, case):
+    hub, _ = published
+    from hubpub.hub import jobs
+
+    before = set(_jobs(hub))
+    args = ["reproduce", f"{REPO_ID}@v1", "--on", "hf-jobs", "--endpoint", hub.endpoint, "--out", str(tmp_path / "r")]
+    if case == "not-hubpub":
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=hub.endpoint, token=TOKEN)
+        with hub_client(hub.endpoint):
+            api.create_repo("alice/plain-model", exist_ok=True)
+            api.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id="alice/plain-model")
+        args[1] = "alice/plain-model"
+        expected = ("Error: alice/plain-model has no hubpub_recipe.toml: it was not published by hubpub, so there is no recipe"
+                    " to re-run (hubpub releases carry hubpub_recipe.toml, hubpub_manifest.json and hubpub_metrics.json)\n")
+    elif case == "no-token":
+        monkeypatch.delenv("HF_TOKEN")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        expected = f"Error: {jobs.NO_TOKEN}\n"
+    elif case == "flavor":
+        args += ["--flavor", "a10g-tiny"]
+        from huggingface_hub import HfApi
+
+        with hub_client(hub.endpoint):
+            listed = [h.name for h in HfApi(endpoint=hub.endpoint, token=TOKEN).list_jobs_hardware()]
+        expected = f"Error: --flavor 'a10g-tiny': not a Jobs flavor; the Jobs API lists: {', '.join(listed)}\n"
+    else:  # a release whose recipe names a local base-model folder this machine does not have
+        from huggingface_hub import CommitOperationAdd, HfApi
+
+        api = HfApi(endpoint=hub.endpoint, token=TOKEN)
+        gone = str(tmp_path / "gone" / "tiny-qwen2")
+        with hub_client(hub.endpoint):
+            got = {name: Path(api.hf_hub_download(REPO_ID, name, revision="v1", cache_dir=str(tmp_path / "c")))
+                   for name in (artifacts.RECIPE_COPY, artifacts.MANIFEST, artifacts.METRICS)}
+            recipe = "\n".join(f'source = "{gone}"' if line.startswith("source = ") else line
+                               for line in got[artifacts.RECIPE_COPY].read_text().splitlines())
+            api.create_repo("alice/local-source", exist_ok=True)
+            api.create_commit("alice/local-source", commit_message="release", operations=[
+                CommitOperationAdd(artifacts.RECIPE_COPY, recipe.encode()),
+                *(CommitOperationAdd(name, got[name].read_bytes()) for name in (artifacts.MANIFEST, artifacts.METRICS))])
+        args[1] = "alice/local-source"
+        expected = (f"Error: alice/local-source: the recipe's model.source {gone!r} is a local folder that is not on"
+                    " this machine; pass --source PATH (the base model it was made from)\n")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.output == expected
+    assert set(_jobs(hub)) == before  # refused before any job was started

@@ -97,6 +97,9 @@ prompts = ["The class statement", "A for loop"]
     assert q.resident_bytes is not None and b.resident_bytes is not None  # the model's own footprint, apart from evals
     assert "QuantLinear" in q.quant_backend and b.quant_backend is None  # the kernel that ran the quantized layers
     assert q.load_s > 0 and q.latency_s > 0 and q.tokens_per_s > 0 and q.validity == 1.0
+    # timed interleaved (the default): one timed call per mode and model (latency_runs = 1), from the same process
+    assert q.latency_timing == b.latency_timing == "interleaved" and b.latency_s > 0
+    assert all(len(m.latencies_s) == 1 for m in metrics.modes)
     assert metrics.environment["device"] == "cpu" and metrics.environment["torch"].startswith("2.")
     assert metrics.environment["auto_round"]
 
@@ -305,9 +308,11 @@ expect = { json = true }
     assert printed.out == "" and printed.err == ""  # the library never prints
     assert result.passed and result.metrics_path == tmp_path / "rel" / "out" / METRICS
     started = [e.step for e in events if isinstance(e, StepStarted)]
-    assert started == ["load (quantized)", "modes (quantized)", "load (base)", "modes (base)"]
+    # each model alone (outputs, memory, evals), then both together for the interleaved timing
+    assert started == ["load (quantized)", "modes (quantized)", "load (base)", "modes (base)", "load (base + quantized)", "timing (base + quantized)"]
     assert [e.item for e in events if isinstance(e, StepProgress) and e.step == "modes (base)"] == ["greedy", "json"]
-    assert len([e for e in events if isinstance(e, StepFinished)]) == 4
+    assert [e.item for e in events if isinstance(e, StepProgress) and e.step == "timing (base + quantized)"] == ["greedy", "json"]
+    assert len([e for e in events if isinstance(e, StepFinished)]) == 6
     # json fails on the base too: a base limitation, reported, not a regression (min_validity counts greedy only)
     (notice,) = [e for e in events if isinstance(e, Notice)]
     assert notice.level == "warning" and notice.message.startswith("base limitation (fails on the base model too, not a regression): json: not JSON")
@@ -360,3 +365,45 @@ max_samples = 2
     assert again == first and first.details["cache_key"]  # the same numbers, not measured twice
     assert any(isinstance(e, Notice) and "reusing the result measured earlier" in e.message for e in events)
     assert not any(getattr(e, "step", "").startswith("eval") for e in events)  # no eval step ran in the workers
+
+
+# ----------------------------------------------------------------------------- latency: interleaved timing
+def test_timing_phase_alternates_base_and_quantized_calls_in_one_process(tiny_qwen2, quantized_qwen2, tmp_path):
+    """The timing worker loads both models and times each mode's calls ABBA: base, quantized, quantized, base, ..."""
+    from hubpub.validate.protocol import GenerateArgs, ModeJob, TimingJob, WorkerJob
+    from hubpub.validate.runner import run_worker
+
+    modes = [ModeJob(name="greedy", prompt="The function returns", generate=GenerateArgs(max_new_tokens=4)),
+             ModeJob(name="batch", prompts=["A for loop", "The class statement"], generate=GenerateArgs(max_new_tokens=4))]
+
+    def job(role: str, folder: Path) -> WorkerJob:
+        return WorkerJob(role=role, model_dir=str(folder), task="causal-lm", trust_remote_code=False, dtype="bfloat16", device="cpu",
+                         modes=modes, warmup_runs=1, latency_runs=4, result_path=str(tmp_path / f"unused_{role}.json"))
+
+    timing = TimingJob(models=[job("base", tiny_qwen2), job("quantized", quantized_qwen2)], result_path=str(tmp_path / "timing.json"))
+    seen: list = []
+    result = run_worker(timing, tmp_path, tmp_path / "timing.log", seen.append)
+    assert [m.role for m in result.models] == ["base", "quantized"] and not any(m.load_error for m in result.models)
+    for i, name in enumerate(["greedy", "batch"]):
+        runs = {m.role: m.modes[i] for m in result.models}
+        assert all(len(r.latencies_s) == 4 and r.error is None and r.new_tokens > 0 for r in runs.values())
+        calls = sorted((start, role) for role, r in runs.items() for start in r.starts_s)
+        assert [role for _, role in calls] == ["base", "quantized", "quantized", "base"] * 2  # ABBA: neither always goes first
+    assert [(p.step, p.item) for p in seen] == [("load", "base"), ("load", "quantized"), ("timing", "greedy"), ("timing", "batch")]
+
+
+def test_latency_separate_times_each_model_in_its_own_worker(tiny_qwen2, quantized_qwen2, tmp_path, write_recipe):
+    from hubpub.events import StepStarted
+    from hubpub.validate import validate
+
+    out = copy_output(quantized_qwen2, tmp_path / "out")
+    validate_section = FAST.replace("latency_runs = 1", 'latency_runs = 3\nlatency = "separate"')
+    recipe = load_recipe(write_recipe(recipe_text(tiny_qwen2, out, '[[validate.modes]]\nname = "greedy"\nprompt = "The function returns"\n',
+                                                  validate=validate_section)))
+    events: list = []
+    metrics = validate(recipe, events=events.append).metrics
+    assert [e.step for e in events if isinstance(e, StepStarted)] == ["load (quantized)", "modes (quantized)", "load (base)", "modes (base)"]
+    for m in (metrics.quantized, metrics.base):
+        assert m.latency_timing == "separate" and m.latency_runs == 3 and m.latency_interval is not None
+        assert m.latency_interval[0] <= m.latency_s <= m.latency_interval[1]
+    assert all(len(r.latencies_s) == 3 for r in metrics.modes)

@@ -144,3 +144,125 @@ def test_custom_code_model_through_quantize_split_and_validate(tiny_locate, tmp_
         assert parsed, (m.mode, m.model, m.output)
     (bench,) = result.metrics.evals
     assert bench.metrics["parsed"] == {"quantized": 1.0, "base": 1.0}
+
+
+# ----------------------------------------------------------------------------- a model's own API
+# TinyLocateModel.locate(image, query, tokenizer, mode="fast"): not hubpub's convention; the recipe
+# maps hubpub's values onto its parameters (arguments) and adds its own keyword (custom_kwargs).
+LOCATE_MODES = """
+[[validate.modes]]
+name = "locate-slow"
+prompt = "the letter A"
+images = ["builtin:scene"]
+custom_generate = "locate"
+arguments = { image = "image", query = "prompt", tokenizer = "tokenizer" }
+custom_kwargs = { mode = "slow" }
+expect = { boxes = 1 }
+
+[[validate.modes]]
+name = "locate-default"
+prompt = "the letter K"
+images = ["builtin:scene"]
+custom_generate = "locate"
+arguments = { image = "image", query = "prompt", tokenizer = "tokenizer" }
+expect = { boxes = 1 }
+"""
+
+
+def _dress_as_output(tiny_locate, out):
+    """The base copied as its own hubpub output: validate runs without quantizing."""
+    shutil.copytree(tiny_locate, out)
+    Manifest(hubpub_version="0.1.0", recipe_hash="f" * 64, source={"kind": "folder"}, model_name="locate",
+             model_type="tiny_locate", architecture="TinyLocateModel", task="custom", trust_remote_code=True,
+             method="rtn", bits=4, group_size=32, sym=True, format="auto_round", iters=0, nsamples=8, seqlen=64,
+             groups=[], tensors_before=0, tensors_after=0, linears_quantized=0, bytes_before=0, bytes_after=0,
+             timings={}, versions={}, device="cpu").write(out / MANIFEST)
+
+
+def test_model_api_reached_through_arguments_and_custom_kwargs(tiny_locate, tmp_path, write_recipe):
+    out = tmp_path / "out"
+    _dress_as_output(tiny_locate, out)
+    recipe = write_recipe(f'output_dir = "{out}"\n[model]\nsource = "{tiny_locate}"\ntrust_remote_code = true\n'
+                          f'[validate]\nwarmup_runs = 0\nlatency_runs = 1\n{LOCATE_MODES}{FAST_GROUND}'
+                          '\n[[validate.modes]]\nname = "slow-ground"\nprompt = "the letter A"\nimages = ["builtin:scene"]\n'
+                          'custom_generate = "generate_slow"\ntask = "ground"\n')
+    result = CliRunner().invoke(cli, ["validate", str(recipe), "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    outputs = {(m.mode, m.model): m.output for m in Metrics.read(out / METRICS).modes}
+    for model in ("base", "quantized"):
+        # mode = "slow" reached the model: locate's answer is the slow decoder's, box for box
+        assert outputs[("locate-slow", model)] == outputs[("slow-ground", model)]
+        assert outputs[("locate-slow", model)].startswith("<ref>the letter A</ref><box>")
+        # without custom_kwargs the model's own default (mode="fast") applies
+        assert outputs[("locate-default", model)] == outputs[("fast-ground", model)]
+        assert outputs[("locate-slow", model)] != outputs[("locate-default", model)].replace("the letter K", "the letter A")
+
+
+def test_the_worker_passes_exactly_the_documented_values():
+    from hubpub.recipe import CUSTOM_VALUES
+    from hubpub.validate.protocol import GenerateArgs, ModeJob
+    from hubpub.validate.worker import custom_call, custom_values
+
+    mode = ModeJob(name="m", prompt="find it", images=["a.png"], custom_generate="locate", task="ground",
+                   generate=GenerateArgs(max_new_tokens=7))
+    generate = mode.generate.kwargs()
+    values = custom_values(mode, "TOK", "PROC", ["IMG"], generate)
+    assert tuple(values) == CUSTOM_VALUES  # the README's table, in its order
+    assert values["image"] == "IMG" and values["messages"] == [{"role": "user", "content": "find it"}]
+    assert custom_call(mode, "TOK", None, ["IMG"], generate) == {"tokenizer": "TOK", "images": ["IMG"], "prompt": "find it",
+                                                                  "task": "ground", "max_new_tokens": 7}
+    mapped = mode.model_copy(update={"arguments": {"query": "prompt", "img": "image", "n": "max_new_tokens"},
+                                     "custom_kwargs": {"mode": "slow"}})
+    assert custom_call(mapped, "TOK", None, ["IMG"], generate) == {"query": "find it", "img": "IMG", "n": 7, "mode": "slow"}
+
+
+def _mode(extra: str, method: str = "locate") -> str:
+    return (f'\n[[validate.modes]]\nname = "m"\nprompt = "the letter A"\nimages = ["builtin:scene"]\n'
+            f'custom_generate = "{method}"\n{extra}')
+
+
+LOCATE_SIG = "TinyLocateModel.locate(image, query, tokenizer, mode='fast')"
+
+
+@pytest.mark.parametrize("extra, method, field, message", [
+    ('arguments = { image = "image", query = "promt", tokenizer = "tokenizer" }\n', "locate", "arguments",
+     "query = 'promt': unknown value; did you mean 'prompt'? (hubpub passes: tokenizer, processor, images, image, prompt,"
+     " messages, prompts, task, max_new_tokens, generate)"),
+    ('custom_kwargs = { prompt = "x" }\n', "generate_slow", "custom_kwargs",
+     "'prompt' is already passed by hubpub's default call (tokenizer, images, prompt, task and the generate table); set it in one place"),
+])
+def test_bad_mode_fields_are_recipe_errors(tiny_locate, write_recipe, extra, method, field, message):
+    recipe = write_recipe(f'[model]\nsource = "{tiny_locate}"\ntrust_remote_code = true\n' + _mode(extra, method))
+    result = CliRunner().invoke(cli, ["check", str(recipe), "--no-model"])
+    assert result.exit_code == 1
+    line = recipe.read_text().splitlines().index(extra.strip()) + 1
+    assert result.output.splitlines()[0] == f"{recipe}:{line}: validate.modes[0].{field}: {message}"
+
+
+@pytest.mark.parametrize("extra, method, field, message", [
+    ("", "locat", "custom_generate", "TinyLocateModel has no method 'locat' (did you mean 'locate'?); name a method of the model's class"),
+    ('arguments = { image = "image", querry = "prompt", tokenizer = "tokenizer" }\n', "locate", "arguments",
+     f"{LOCATE_SIG} has no parameter 'querry' that the mode passes; did you mean 'query'?"),
+    ('arguments = { image = "image", query = "prompt", tokenizer = "tokenizer" }\ncustom_kwargs = { speed = "slow" }\n', "locate",
+     "custom_kwargs", f"{LOCATE_SIG} has no parameter 'speed' that the mode passes; its parameters are image, query, tokenizer, mode"),
+    ('arguments = { image = "image", query = "prompt" }\n', "locate", "arguments",
+     f"{LOCATE_SIG} needs 'tokenizer', which the mode does not pass; map it in arguments, e.g. arguments ="
+     ' { tokenizer = "tokenizer", ... } (values: tokenizer, processor, images, image, prompt, messages, prompts, task, max_new_tokens, generate)'),
+])
+def test_a_call_the_method_cannot_take_is_refused_before_any_weight_loads(tiny_locate, tmp_path, write_recipe, extra, method,
+                                                                           field, message):
+    out = tmp_path / "out"
+    _dress_as_output(tiny_locate, out)
+    recipe = write_recipe(f'output_dir = "{out}"\n[model]\nsource = "{tiny_locate}"\ntrust_remote_code = true\n'
+                          '[quantize]\ngroup_size = 32\n' + _mode(extra, method))
+    checked = CliRunner().invoke(cli, ["check", str(recipe)])
+    assert checked.exit_code == 1
+    text = recipe.read_text().splitlines()
+    key = {"custom_generate": "custom_generate = ", "arguments": "arguments = ", "custom_kwargs": "custom_kwargs = "}[field]
+    line = next(i for i, t in enumerate(text, 1) if t.startswith(key))
+    assert checked.output.splitlines()[0] == f"{recipe}:{line}: validate.modes[0].{field}: {message}"
+    # the validate stage stops at the same line (exit 1) before its workers load a weight: nothing measured
+    staged = CliRunner().invoke(cli, ["validate", str(recipe), "--quiet"])
+    assert staged.exit_code == 1
+    assert staged.stderr.startswith(f"Error: {recipe}:{line}: validate.modes[0].{field}: {message}")
+    assert not (out / METRICS).exists()

@@ -112,3 +112,116 @@ def test_make_scene_places_objects_without_overlap():
     scene = grounding.make_scene(["square", "circle", "triangle"], 256, random.Random(3), count=3)
     boxes = [o.box for o in scene.objects]
     assert all(grounding.iou(a, b) == 0.0 for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+# ----------------------------------------------------------------------------- lm_eval: the per-task recovery gate
+def _lm_eval_scored(tmp_path, write_recipe, gates: str):
+    from hubpub.recipe import load_recipe
+    from hubpub.validate.evals import ScoreContext
+    from hubpub.validate.evals.lm_eval import LMEval, LMEvalJob, LMEvalOutput, TaskScore
+    from hubpub.validate.stage import check_gates
+
+    recipe = load_recipe(write_recipe(f'[model]\nsource = "org/m"\n[validate.gates]\n{gates}\n'
+                                      '[[eval]]\nkind = "lm_eval"\nname = "benchmarks"\ntasks = ["arc_easy", "hellaswag", "piqa"]\n'))
+    # the same three tasks on both models; hellaswag's acc_norm loses 10 %, piqa collapses to 0 (0 % recovered, not "unknown")
+    base = [TaskScore(task="arc_easy", metric="acc", value=0.80, stderr=0.01), TaskScore(task="hellaswag", metric="acc_norm", value=0.50, stderr=0.02),
+            TaskScore(task="piqa", metric="acc", value=0.60, stderr=0.02)]
+    quant = [TaskScore(task="arc_easy", metric="acc", value=0.79, stderr=0.01), TaskScore(task="hellaswag", metric="acc_norm", value=0.45, stderr=0.02),
+             TaskScore(task="piqa", metric="acc", value=0.0, stderr=0.0)]
+    entry = recipe.evals[0]
+    ctx = ScoreContext(recipe=recipe, index=0, assets=tmp_path / "assets", stem="lm_eval", work=tmp_path)
+    result = LMEval().score(entry, LMEvalJob(tasks=entry.tasks), {"base": LMEvalOutput(scores=base), "quantized": LMEvalOutput(scores=quant)}, ctx)
+    return result, check_gates(recipe, {"base": [], "quantized": []}, [result])
+
+
+def test_min_recovery_is_per_task_and_names_every_task_below_it(tmp_path, write_recipe):
+    result, gates = _lm_eval_scored(tmp_path, write_recipe, "min_recovery = 0.95\nmin_mean_recovery = 0.5")
+    assert [t["recovery"] for t in result.details["table"]] == pytest.approx([0.79 / 0.80, 0.9, 0.0])
+    assert result.metrics["recovery"]["quantized"] == pytest.approx((0.79 / 0.80 + 0.9 + 0.0) / 3)
+    assert result.metrics["min_task_recovery"]["quantized"] == 0.0
+    per_task, mean = (g for g in gates if g.name != "min_validity")
+    assert (per_task.name, per_task.value, per_task.passed, per_task.failing) == ("min_recovery", 0.0, False, ["hellaswag acc_norm", "piqa acc"])
+    assert per_task.note == "below the limit: hellaswag acc_norm 90.0 %, piqa acc 0.0 % (from benchmarks)"
+    assert (mean.name, mean.passed) == ("min_mean_recovery", True) and mean.value == pytest.approx(0.6292, abs=1e-4)
+    # the card's table marks the failing rows, and only those
+    assert [t["below"] for t in result.details["table"]] == [[], ["min_recovery"], ["min_recovery"]]
+
+
+def test_min_recovery_passing_names_the_worst_task_and_row_marks_follow_the_limit(tmp_path, write_recipe):
+    result, gates = _lm_eval_scored(tmp_path, write_recipe, "min_recovery = 0.0")
+    gate = gates[-1]
+    assert gate.passed and gate.vacuous and gate.failing == []  # 0 cannot fail, and is reported as such
+    assert gate.note == "every one of 3 within the limit; worst piqa acc 0.0 % (from benchmarks)"
+    assert all(t["below"] == [] for t in result.details["table"])
+
+
+def test_a_failing_task_is_marked_in_the_cards_lm_eval_table(tmp_path, write_recipe):
+    import card_fixtures as fx
+
+    from hubpub.artifacts import METRICS, Metrics
+    from hubpub.card import render_card
+    from hubpub.recipe import load_recipe
+
+    scored, gates = _lm_eval_scored(tmp_path / "scored", write_recipe, "min_recovery = 0.95")
+    recipe_path = fx.causal_release(tmp_path / "release")
+    metrics = Metrics.read(tmp_path / "release" / "out" / METRICS)
+    metrics.evals.append(scored)
+    metrics.gates += [g for g in gates if g.name == "min_recovery"]
+    metrics.passed = False
+    metrics.write(tmp_path / "release" / "out" / METRICS)
+    text = render_card(load_recipe(recipe_path)).text
+    assert "| `hellaswag` | acc_norm | 0.5000 | 0.4500 | 90.0 % **below** `min_recovery` |" in text
+    assert "| `arc_easy` | acc | 0.8000 | 0.7900 | 98.8 % |" in text
+    assert "below the limit: hellaswag acc_norm 90.0 %, piqa acc 0.0 % (from benchmarks)" in text
+
+
+# ----------------------------------------------------------------------------- latency claims in the card
+def _card_with_latency(tmp_path, base_ci, quant_ci, timing="interleaved"):
+    import card_fixtures as fx
+
+    from hubpub.artifacts import METRICS, Metrics
+    from hubpub.card import render_card
+    from hubpub.recipe import load_recipe
+
+    recipe_path = fx.causal_release(tmp_path)
+    path = tmp_path / "out" / METRICS
+    metrics = Metrics.read(path)
+    metrics.base = metrics.base.model_copy(update={"latency_s": 1.0, "latency_interval": base_ci, "latency_timing": timing})
+    metrics.quantized = metrics.quantized.model_copy(update={"latency_s": 0.8, "latency_interval": quant_ci, "latency_timing": timing})
+    metrics.write(path)
+    return render_card(load_recipe(recipe_path)).text
+
+
+def test_card_never_calls_overlapping_latencies_a_speed_up(tmp_path):
+    text = _card_with_latency(tmp_path, (0.9, 1.2), (0.7, 0.95))  # 20 % faster by the medians, but the intervals overlap
+    assert "Speed: no measurable speed difference: the latency intervals overlap." in text
+    assert "| Latency (median per call) | 1.00 s | 0.80 s | -20.0 % (within noise) |" in text
+    assert "faster" not in text and "slower" not in text and "speed-up" not in text
+    assert ("Timing: base and quantized were timed in one process, their calls of each mode alternating (ABBA),"
+            " so both ran in the same conditions.") in text
+    assert "| `chat` |" in text.split("Latency per call (median, min–max)")[1]  # the per-mode latency table
+
+
+def test_card_claims_a_speed_difference_only_when_intervals_are_apart(tmp_path):
+    text = _card_with_latency(tmp_path, (0.95, 1.1), (0.7, 0.85), timing="separate")
+    assert "Speed: the quantized model is faster (-20.0 % per call, interval [" in text
+    assert "(within noise)" not in text.split("## TL;DR")[1].split("##")[0]
+    assert "Timing: each model was timed in its own process, one after the other" in text
+
+
+def test_latency_setting_is_checked_with_its_line(write_recipe):
+    from hubpub.errors import RecipeError
+    from hubpub.recipe import load_recipe
+
+    assert load_recipe(write_recipe('[model]\nsource = "org/m"\n')).validate.latency == "interleaved"  # the default
+    path = write_recipe('[model]\nsource = "org/m"\n[validate]\nlatency = "fast"\n')
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert str(info.value) == f"{path}:4: validate.latency: must be 'interleaved' or 'separate' (got 'fast')"
+
+
+def test_abba_order_alternates_who_goes_first():
+    from hubpub.validate.worker import abba
+
+    assert abba(4, ["base", "quantized"]) == [["base", "quantized"], ["quantized", "base"], ["base", "quantized"], ["quantized", "base"]]
+    assert abba(1, ["base", "quantized"]) == [["base", "quantized"]]

@@ -13,21 +13,48 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
-class CoverageCounter:
-    """``with CoverageCounter(model, names, first_calls) as cov: ...``; then ``cov.report(...)``."""
+class UnreachedLinears(Exception):
+    """Raised (strict mode) from a block's forward hook once its first pass left linears without data."""
 
-    def __init__(self, model: Any, names: list[str], first_calls: int) -> None:
+    def __init__(self, block: str, names: list[str]) -> None:
+        super().__init__(block, names)
+        self.block, self.names = block, names
+
+    def message(self, to_full: Callable[[str], str] = lambda n: n) -> str:
+        return ("quantize: " + unreached_notice([to_full(n) for n in self.names]).replace(" (quantized as plain RTN)", "")
+                + f"; stopped before tuning {to_full(self.block)} (--strict)")
+
+
+class CoverageCounter:
+    """``with CoverageCounter(model, names, first_calls) as cov: ...``; then ``cov.report(...)``.
+
+    ``blocks`` (module lists, e.g. ["model.layers"]): tokens are counted during each block's first
+    ``first_calls`` calls (AutoRound's pass over the calibration set before it tunes that block).
+    ``strict``: after that pass, a quantized linear of the block that saw no data raises
+    :class:`UnreachedLinears`.
+    """
+
+    def __init__(self, model: Any, names: list[str], first_calls: int, blocks: list[str] | None = None,
+                 strict: bool = False) -> None:
         self.model = model
         self.names = list(names)
         self.first_calls = max(1, first_calls)
         self.calls: dict[str, int] = dict.fromkeys(self.names, 0)
         self.tokens: dict[str, int] = dict.fromkeys(self.names, 0)
+        self.blocks = blocks
+        self.strict = strict
+        self._block_calls: dict[str, int] = {}
+        self._block_of: dict[str, str] = {}
         self._handles: list[Any] = []
 
     def _hook(self, name: str) -> Callable[..., None]:
         def count(module: Any, args: tuple[Any, ...], output: Any) -> None:
             self.calls[name] += 1
-            if self.calls[name] > self.first_calls or not args or not hasattr(args[0], "reshape"):
+            block = self._block_of.get(name)
+            # tokens count in the first pass only: its block's first calls when blocks are known (a routed
+            # linear may sit out a batch), else its own first calls
+            first_pass = self._block_calls.get(block, 0) < self.first_calls if block else self.calls[name] <= self.first_calls
+            if not first_pass or not args or not hasattr(args[0], "reshape"):
                 return
             x = args[0]
             if x.numel() == 0:
@@ -37,6 +64,18 @@ class CoverageCounter:
 
         return count
 
+    def _block_hook(self, block: str) -> Callable[..., None]:
+        inside = [n for n in self.names if n.startswith(block + ".")]
+
+        def check(module: Any, args: tuple[Any, ...], output: Any) -> None:
+            self._block_calls[block] = self._block_calls.get(block, 0) + 1
+            if self._block_calls[block] == self.first_calls and self.strict:
+                empty = [n for n in inside if self.tokens[n] == 0]
+                if empty:
+                    raise UnreachedLinears(block, empty)
+
+        return check
+
     def __enter__(self) -> "CoverageCounter":
         for name in self.names:
             try:
@@ -44,6 +83,13 @@ class CoverageCounter:
             except AttributeError:
                 continue
             self._handles.append(module.register_forward_hook(self._hook(name)))
+        for block_list in self.blocks or []:
+            for i, block in enumerate(self.model.get_submodule(block_list)):
+                name = f"{block_list}.{i}"
+                inside = [n for n in self.names if n.startswith(name + ".")]
+                if inside:
+                    self._block_of.update(dict.fromkeys(inside, name))
+                    self._handles.append(block.register_forward_hook(self._block_hook(name)))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -72,4 +118,4 @@ class CoverageCounter:
 def unreached_notice(unreached: list[str]) -> str:
     shown = ", ".join(unreached[:3]) + (f", ... ({len(unreached)} in all)" if len(unreached) > 3 else "")
     return (f"{len(unreached)} quantized linear(s) saw no calibration data (quantized as plain RTN): {shown};"
-            " feed their path with calibration data or keep them BF16 (keep_bf16)")
+            " feed their path with calibration data (quantize.calibration_hook) or keep them BF16 (keep_bf16)")

@@ -130,7 +130,8 @@ def _history(
         return None
     if not isinstance(previous, PreviousRelease):
         previous = load_previous(Path(previous), recipe.card.previous_tag)
-    return compare_releases(previous, recipe_toml, metrics, recipe.push.tag)
+    variant = recipe._family.get("current") if isinstance(recipe._family, dict) else None  # a [[variant]]'s card
+    return compare_releases(previous, recipe_toml, metrics, recipe.push.tag, variant)
 
 
 def _fetch_previous(recipe: Recipe, tag: str, endpoint: str | None) -> PreviousRelease:

@@ -96,7 +96,7 @@ def build_context(
         "tldr": rows,
         "inventory": inventory(manifest),
         "recipe_toml": recipe_toml.rstrip("\n"),
-        "usage": usage(recipe, manifest),
+        "usage": usage(recipe, manifest, metrics),
         "evals": evals(metrics),
         "modes": mode_table(metrics),
         "gates": gate_rows(metrics),
@@ -186,11 +186,20 @@ def runtime(metrics: Metrics) -> dict[str, Any]:
         faster = latency.right is not None and latency.right < latency.left
         speed = f"the quantized model is {'faster' if faster else 'slower'} ({latency.delta_text} per call, interval {latency.delta_ci_text})"
     device = str(metrics.environment.get("device", ""))
+    how = str(getattr(q, "latency_timing", "") or "")  # absent in metrics written before hubpub timed interleaved
+    timing = TIMING.get(how, "") if q.latency_s is not None or how == "failed" else ""
     slower_or_larger = b is not None and (
         (latency is not None and latency.verdict == "worse")
         or (q.resident_bytes is not None and b.resident_bytes is not None and q.resident_bytes > b.resident_bytes))
-    return {"backend": backend, "speed": speed, "device": device,
+    return {"backend": backend, "speed": speed, "device": device, "timing": timing,
             "cpu_note": slower_or_larger and device == "cpu"}
+
+
+TIMING = {  # how validate timed the two models (ModelMetrics.latency_timing)
+    "interleaved": "base and quantized were timed in one process, their calls of each mode alternating (ABBA), so both ran in the same conditions",
+    "separate": "each model was timed in its own process, one after the other ([validate] latency = \"separate\"), so part of the difference may be drift of the machine",
+    "failed": "latency was not measured (the interleaved timing phase failed; see the validate log)",
+}
 
 
 def accuracy_verdict(rows: list[Row], metrics: Metrics) -> str:
@@ -268,8 +277,9 @@ def inventory(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def usage(recipe: Recipe, manifest: Manifest) -> dict[str, Any]:
-    """Which snippet fits: causal LM, image-text, or a trust_remote_code custom model."""
+def usage(recipe: Recipe, manifest: Manifest, metrics: Metrics | None = None) -> dict[str, Any]:
+    """Which snippet fits: causal LM, image-text, a trust_remote_code custom model, or a GGUF file
+    (llama.cpp / Ollama / transformers); and which runtimes validate really ran (:func:`runtimes`)."""
     mode = next((m for m in recipe.validate.modes if isinstance(m.prompt, str)), None)
     prompt = mode.prompt if mode else DEFAULT_PROMPT
     transformers = manifest.versions.get("transformers")
@@ -288,7 +298,52 @@ def usage(recipe: Recipe, manifest: Manifest) -> dict[str, Any]:
         "trust_remote_code": manifest.trust_remote_code,
         "install": torch_line + f'pip install "{install}" {format_install(manifest.format)} {kernels}'.rstrip() + kernel_note,
         "max_new_tokens": recipe.validate.max_new_tokens,
+        "gguf": gguf_usage(recipe, manifest),
+        "runtimes": runtimes_tested(manifest, metrics),
     }
+
+
+def gguf_usage(recipe: Recipe, manifest: Manifest) -> dict[str, Any] | None:
+    """For a GGUF release (format gguf:<type>): its file and quant tag (``Q4_K_M``), else None."""
+    if not manifest.format.startswith("gguf:"):
+        return None
+    name = next((f for f in manifest.files if f.endswith(".gguf")), None)
+    if name is None:
+        return None
+    return {"file": name, "quant": manifest.format.split(":", 1)[1].upper()}
+
+
+def runtimes_tested(manifest: Manifest, metrics: Metrics | None) -> list[dict[str, str]]:
+    """Every runtime the usage section names, each "tested with <runtime> <version>" only when
+    validate ran the modes in it, else "not tested here" with why (absent package or hardware).
+
+    transformers is what validate loads the checkpoint with (a GGUF file dequantized by it);
+    llama.cpp counts as tested when validate recorded ``runtimes["llama.cpp"]`` on the quantized
+    model (it runs the modes through llama-cpp-python when that is installed)."""
+    if metrics is None:
+        return []
+    env = metrics.environment or {}
+    device = str(env.get("device", "") or "")
+    where = f" on {device.upper() if device in ('cpu', 'cuda') else device}" if device else ""
+    tf = env.get("transformers") or manifest.versions.get("transformers") or ""
+    gguf = manifest.format.startswith("gguf:")
+    out = [{"name": "transformers",
+            "status": f"tested with transformers {tf}{where}" + (" (the .gguf dequantized on load)" if gguf else "")}]
+    ran = getattr(metrics.quantized, "runtimes", None) or {}
+    if gguf:
+        llama = ran.get("llama.cpp") if isinstance(ran, dict) else None
+        if llama and llama.get("passed"):
+            out.append({"name": "llama.cpp", "status": f"tested with llama.cpp (llama-cpp-python {llama.get('version', '')}){where}"})
+        elif llama:
+            out.append({"name": "llama.cpp", "status": f"failed in llama.cpp (llama-cpp-python {llama.get('version', '')}): {llama.get('problem', 'see hubpub_metrics.json')}"})
+        else:
+            out.append({"name": "llama.cpp", "status": "not tested here (llama-cpp-python was not installed where validate ran)"})
+        out.append({"name": "Ollama", "status": "not tested here (Ollama was not run; it serves the file through llama.cpp)"})
+        return out
+    if device != "cuda":
+        out.append({"name": "CUDA kernels", "status": "not tested here (validate ran without a GPU)"})
+    out.append({"name": "vLLM", "status": "not tested here (hubpub does not run vLLM; it needs a CUDA GPU)"})
+    return out
 
 
 def evals(metrics: Metrics) -> list[dict[str, Any]]:

@@ -72,15 +72,70 @@ def load_previous(folder: Path, tag: str | None = None) -> PreviousRelease:
     return PreviousRelease(texts[0], texts[1], tag, str(folder))
 
 
-def compare_releases(previous: PreviousRelease, recipe_toml: str, metrics: Metrics, tag: str | None) -> History:
+def fetch_previous_files(repo_id: str, tag: str, dest: Path, *, subfolder: str | None = None,
+                         endpoint: str | None = None) -> str | None:
+    """Download a previous release's two files (from ``<subfolder>/`` when given) at ``tag`` into
+    ``dest`` (a variant's card then reads them as [card] previous). None when done, else why not:
+    the repo or tag is missing, or the release there has no such files (a variant new since then)."""
+    import shutil
+    import tempfile
+
+    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    from ..artifacts import write_atomic
+    from ..hub._client import hub_client, hub_errors, resolve_endpoint, resolve_token
+
+    endpoint = resolve_endpoint(endpoint)
+    token = resolve_token(required=False)
+    prefix = f"{subfolder}/" if subfolder else ""
+    texts: dict[str, str] = {}
+    with hub_client(endpoint), hub_errors(endpoint, repo_id, revision=tag), tempfile.TemporaryDirectory(prefix="hubpub-prev-") as cache:
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=endpoint, token=token)
+        for name in (METRICS, RECIPE_COPY):
+            try:
+                path = api.hf_hub_download(repo_id, f"{prefix}{name}", revision=tag, cache_dir=cache)
+            except RepositoryNotFoundError:
+                return f"{repo_id} not found at {endpoint}"
+            except RevisionNotFoundError:
+                return f"tag {tag!r} not found in {repo_id}"
+            except RemoteEntryNotFoundError:
+                return f"{repo_id}@{tag} has no {prefix}{name}"
+            texts[name] = Path(path).read_text(encoding="utf-8")
+    if dest.exists():
+        shutil.rmtree(dest)
+    for name, text in texts.items():
+        write_atomic(dest / name, text)
+    return None
+
+
+def effective_recipe(data: dict[str, Any], variant: str | None) -> dict[str, Any]:
+    """A family recipe (with [[variant]] tables) as one variant sees it: the variant's overrides
+    merged into [quantize], the [[variant]], [family] and [sweep] tables dropped. A recipe without
+    variants (or without that variant) is returned as it is, less those tables."""
+    variants = data.get("variant")
+    if not isinstance(variants, list):
+        return data
+    out = {k: v for k, v in data.items() if k not in ("variant", "family", "sweep")}
+    mine = next((v for v in variants if isinstance(v, dict) and v.get("name") == variant), None) if variant else None
+    if mine is not None:
+        out["quantize"] = {**(out.get("quantize") or {}), **{k: v for k, v in mine.items() if k not in ("name", "push")}}
+    return out
+
+
+def compare_releases(previous: PreviousRelease, recipe_toml: str, metrics: Metrics, tag: str | None,
+                     variant: str | None = None) -> History:
+    """``variant``: the [[variant]] this card is for; both recipe copies are then compared as that
+    variant's effective settings (a family's copies hold every variant's table)."""
     try:
         before = Metrics.model_validate_json(previous.metrics_json)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise CardError(f"{previous.source}: {METRICS}: {where}: {first['msg']}; it must be a hubpub_metrics.json written by `hubpub validate`") from None
-    old = _flatten(_parse_toml(previous.recipe_toml, f"{previous.source}: {RECIPE_COPY}"))
-    new = _flatten(_parse_toml(recipe_toml, RECIPE_COPY))
+    old = _flatten(effective_recipe(_parse_toml(previous.recipe_toml, f"{previous.source}: {RECIPE_COPY}"), variant))
+    new = _flatten(effective_recipe(_parse_toml(recipe_toml, RECIPE_COPY), variant))
     changes = [
         Change(key, _show(old.get(key)), _show(new.get(key)))
         for key in sorted(set(old) | set(new))

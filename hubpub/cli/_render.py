@@ -34,7 +34,10 @@ class Renderer:
     def __init__(self, *, verbose: bool = False, quiet: bool = False, tty: bool | None = None,
                  heartbeat_s: float = HEARTBEAT_S, on_stage: Any = None):
         self.verbose, self.quiet = verbose, quiet
-        self.tty = sys.stderr.isatty() if tty is None else tty
+        # the stream of the moment: a library call wrapped in capture_output swaps sys.stderr,
+        # and hubpub's own lines (notices, warnings) must not vanish into that capture
+        self._err = sys.stderr
+        self.tty = self._err.isatty() if tty is None else tty
         self.heartbeat_s = heartbeat_s
         self.on_stage = on_stage  # callback for StageEvent (release prints its own stage lines)
         self._steps: dict[tuple[str, str], dict[str, Any]] = {}
@@ -53,7 +56,7 @@ class Renderer:
 
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+                TimeRemainingColumn(), console=Console(file=self._err), transient=True,
             )
             self._progress.start()
         elif not self.quiet:
@@ -74,7 +77,7 @@ class Renderer:
             if self._progress is not None:
                 self._progress.console.print(text, markup=False, highlight=False)
             else:
-                click.echo(text, err=True)
+                click.echo(text, file=self._err)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StageEvent):

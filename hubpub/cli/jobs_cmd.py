@@ -61,6 +61,9 @@ def release_on_jobs(
     names = [r.name for r in recipes]
     if len(set(names)) != len(names):
         raise click.UsageError(f"two recipes have the same file name ({', '.join(sorted(n for n in names if names.count(n) > 1))}); rename one")
+    if len(recipes) > 1:  # token, flavor and timeout of every recipe, before any job starts
+        for recipe in recipes:
+            jobs.settings(recipe, endpoint=endpoint, flavor=flavor, timeout=timeout)
 
     def notice(event: Any) -> None:
         console.print(f"[dim]{event.message}[/dim]")
@@ -114,6 +117,40 @@ def release_on_jobs(
     failed = _print_matrix(console, submitted, outcomes)
     if failed:
         raise jobs.JobsError(f"{failed} of {len(submitted)} jobs failed: see the table above (full logs: hubpub jobs logs ID)")
+
+
+# ----------------------------------------------------------------------------- reproduce --on hf-jobs
+def reproduce_on_jobs(target: str, *, endpoint: str | None, out: Path | None, source: Path | None, tolerance: float,
+                      flavor: str | None, timeout: str | None) -> None:
+    """Submit the reproduction as a Job, stream its log, bring its report back, exit with its result."""
+    from ..errors import HubpubError
+    from ..hub import jobs
+    from ..reproduce import default_out, parse_target, summary
+
+    repo, _ = parse_target(target)
+    console = _console()
+    job = jobs.submit_reproduce(target, endpoint=endpoint, flavor=flavor, timeout=timeout, source=source, tolerance=tolerance,
+                                events=lambda event: console.print(f"[dim]{event.message}[/dim]"))
+    client = _client(endpoint, job.namespace)  # type: ignore[union-attr]
+    try:
+        outcome = client.follow(job.job_id, on_line=lambda line: click.echo(line), timeout=job.timeout)  # type: ignore[union-attr]
+    except KeyboardInterrupt:
+        _interrupted(client, [job.job_id])  # type: ignore[union-attr]
+        return
+    console.print(f"job {outcome.job_id}: {outcome.stage}  {outcome.url}", markup=False)
+    out_dir = out or default_out(repo)
+    got = jobs.fetch_report(job, outcome, out_dir, endpoint=client.endpoint, token=client.token)  # type: ignore[arg-type]
+    if not got:
+        raise jobs.JobsError(outcome.error() if not outcome.ok else
+                             f"job {outcome.job_id} ended without uploading a report; full log: hubpub jobs logs {outcome.job_id}")
+    data = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+    lines, failure = summary(data, out_dir / "report.md")
+    click.echo("\n".join(lines))
+    if failure:
+        raise HubpubError(failure)
+    if not outcome.ok:
+        raise jobs.JobsError(outcome.error())
+    click.echo(f"{data.get('repo_id')}@{data.get('revision')} reproduces (job {outcome.job_id})")
 
 
 def _failure(outcome: JobOutcome) -> str:

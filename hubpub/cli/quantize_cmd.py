@@ -11,8 +11,9 @@ from ._app import RECIPE, VERBOSE, cli, load, renderer
 @RECIPE
 @click.option("--force", is_flag=True, help="Quantize again even if a finished output for this recipe exists.")
 @click.option("--no-progress", is_flag=True, help="No progress bars or progress lines.")
+@click.option("--strict", is_flag=True, help="Fail (before tuning its block) when a quantized linear sees no calibration data.")
 @VERBOSE
-def quantize_cmd(recipe: str, force: bool, no_progress: bool, verbose: bool) -> None:
+def quantize_cmd(recipe: str, force: bool, no_progress: bool, verbose: bool, strict: bool) -> None:
     """Quantize the recipe's base model into output_dir (weights, config, manifest).
 
     \b
@@ -28,7 +29,7 @@ def quantize_cmd(recipe: str, force: bool, no_progress: bool, verbose: bool) -> 
 
     loaded = load(recipe, stage="quantize")
     with renderer(verbose=verbose, quiet=no_progress) as events:
-        result = quantize(loaded, force=force, events=events)
+        result = quantize(loaded, force=force, events=events, strict=strict)
     m = result.manifest
     console = Console(stderr=False, highlight=False)
     if result.reused:

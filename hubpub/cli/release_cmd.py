@@ -22,6 +22,7 @@ STAGE_CHOICE = StageChoice()
 @click.option("--no-push", is_flag=True, help="Run quantize, validate and card; upload nothing.")
 @click.option("--dry-run", is_flag=True, help="Show which stages would run and the push plan; write nothing.")
 @click.option("--force", is_flag=True, help="Run every stage even when its inputs are unchanged.")
+@click.option("--strict", is_flag=True, help="Quantize fails when a quantized linear sees no calibration data.")
 @click.option("--endpoint", metavar="URL", help="Hub endpoint (default: HF_ENDPOINT, else https://huggingface.co).")
 @click.option("--tag", help="Tag for the release commit (default: the recipe's [push] tag).")
 @click.option("--variant", metavar="NAME", help="Release only this [[variant]] of the recipe (default: every variant).")
@@ -46,6 +47,7 @@ def release_command(
     tag: str | None,
     verbose: bool,
     variant: str | None = None,
+    strict: bool = False,
 ) -> None:
     """Quantize, validate, write the card and push, skipping stages whose inputs are unchanged.
 
@@ -74,6 +76,8 @@ def release_command(
 
     console = Console(highlight=False, soft_wrap=True)  # URLs stay on one line
     loaded = load(recipe)
+    if strict and (loaded.variants or variant):
+        raise click.UsageError("--strict is not supported with [[variant]] recipes yet; run `hubpub quantize --strict` per variant")
     if loaded.variants or variant:
         return _release_family(console, loaded, variant=variant, from_stage=from_stage, until_stage=until_stage,
                                push=not no_push, dry_run=dry_run, force=force, endpoint=endpoint, tag=tag, verbose=verbose)
@@ -82,7 +86,7 @@ def release_command(
     try:
         with renderer(verbose=verbose, on_stage=lambda event: _print_stage(console, event)) as events:
             result = release(loaded, from_stage=from_stage, until_stage=until_stage, push=not no_push, dry_run=dry_run,
-                             force=force, endpoint=endpoint, tag=tag, events=events)
+                             force=force, endpoint=endpoint, tag=tag, events=events, strict=strict)
     except ValidateError as exc:
         if getattr(exc, "metrics", None) is not None:  # the tables of what failed, then the one-line error
             from ..validate.report import print_report

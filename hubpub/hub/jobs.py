@@ -78,11 +78,12 @@ class JobsError(HubpubError):
 # ----------------------------------------------------------------------------- the bundle
 @dataclass
 class Bundle:
-    recipe: "Recipe"
+    recipe: "Recipe | None"  # None: not a release (a reproduction)
     data: bytes  # the .tar.gz
     sha256: str
-    inputs: dict[str, Path]  # path in recipe/ -> local file or folder
+    inputs: dict[str, Path]  # path in recipe/ (or inputs/) -> local file or folder
     job: dict[str, Any]  # job.json
+    name: str = ""  # what the job is labeled with (the recipe's name)
 
     @property
     def filename(self) -> str:
@@ -137,18 +138,23 @@ def local_inputs(recipe: "Recipe") -> dict[str, Path]:
     return found
 
 
-def requirements(recipe: "Recipe") -> list[str]:
-    """The job's pip requirements: hubpub's dependencies pinned to the versions installed here."""
+def requirements(recipe: "Recipe", prefer: dict[str, str] | None = None) -> list[str]:
+    """The job's pip requirements: hubpub's dependencies pinned to the versions installed here
+    (``prefer``: versions to use instead, by distribution name with '_' for '-', e.g. a
+    release manifest's ``versions``, so a reproduction runs with the libraries the release was made with)."""
     names = list(REQUIREMENTS) + list(FORMAT_EXTRAS.get(recipe.quantize.format, ()))
     if recipe.model.source.startswith("package:"):
         package = recipe.model.source.removeprefix("package:")
         names.append(_distribution_of(package) or package)
+    prefer = prefer or {}
     pins = []
     for name in names:
-        try:
-            version = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+        version = prefer.get(name.replace("-", "_"))
+        if not version or version == "missing":
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
         pins.append(f"{name}=={version.split('+')[0]}")  # 2.13.0+cpu -> 2.13.0: the job picks its own build
     return pins
 
@@ -200,18 +206,44 @@ def build_bundle(recipe: "Recipe", release_args: list[str]) -> Bundle:
         "hubpub": {"version": __version__, "git": _git_ref(package)},
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
     }
-    buf = io.BytesIO()
-    # gzip with mtime 0 so identical content gives an identical archive
+    files = {f"recipe/{rel}": path for rel, path in inputs.items()}
+    data = _pack(job, files, {f"recipe/{recipe_rel}": recipe.text.encode("utf-8")})
+    return Bundle(recipe=recipe, data=data, sha256=hashlib.sha256(data).hexdigest(), inputs=inputs, job=job, name=recipe.name)
+
+
+def _pack(job: dict[str, Any], trees: dict[str, Path], blobs: dict[str, bytes]) -> bytes:
+    """job.json + the hubpub source + ``blobs`` + ``trees`` (archive name -> local file or folder), as a
+    deterministic .tar.gz (sorted, fixed metadata, gzip mtime 0: the same content gives the same bytes)."""
     import gzip
 
+    package = Path(__file__).resolve().parent.parent
+    buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, "job.json", (json.dumps(job, indent=2, sort_keys=True) + "\n").encode())
         _add_tree(tar, "hubpub", package)
-        _add_bytes(tar, f"recipe/{recipe_rel}", recipe.text.encode("utf-8"))
-        for rel, path in sorted(inputs.items()):
-            _add_tree(tar, f"recipe/{rel}", path)
-    data = buf.getvalue()
-    return Bundle(recipe=recipe, data=data, sha256=hashlib.sha256(data).hexdigest(), inputs=inputs, job=job)
+        for name, blob in sorted(blobs.items()):
+            _add_bytes(tar, name, blob)
+        for name, path in sorted(trees.items()):
+            _add_tree(tar, name, path)
+    return buf.getvalue()
+
+
+def build_reproduce_bundle(target: str, reproduce_args: list[str], requirements_: list[str], *, name: str,
+                           source: Path | None = None, python: str | None = None) -> Bundle:
+    """The archive for ``hubpub reproduce TARGET --on hf-jobs``: hubpub's source, job.json and, with
+    ``--source``, the base model (as ``inputs/<its name>``, the path ``reproduce_args`` names)."""
+    package = Path(__file__).resolve().parent.parent
+    job = {
+        "command": "reproduce",
+        "target": target,
+        "reproduce_args": reproduce_args,
+        "requirements": requirements_,
+        "hubpub": {"version": __version__, "git": _git_ref(package)},
+        "python": python or f"{sys.version_info.major}.{sys.version_info.minor}",
+    }
+    inputs = {f"inputs/{source.name}": source} if source is not None else {}
+    data = _pack(job, inputs, {})
+    return Bundle(recipe=None, data=data, sha256=hashlib.sha256(data).hexdigest(), inputs=inputs, job=job, name=name)
 
 
 # ----------------------------------------------------------------------------- the bootstrap
@@ -270,6 +302,8 @@ class Submitted:
     timeout: int
     bundle_bytes: int
     uploaded: bool  # False when the staging repo already had this bundle
+    staging_repo: str = ""
+    report_dir: str | None = None  # reproduce: where in staging_repo the job uploads its report
 
 
 @dataclass
@@ -326,26 +360,35 @@ def check_flavor(api: "HfApi", flavor: str, where: str) -> None:
 
 
 def settings(recipe: "Recipe", *, endpoint: str | None, flavor: str | None, timeout: str | int | None) -> Settings:
+    return job_settings(recipe.jobs, endpoint=endpoint, flavor=flavor, timeout=timeout,
+                        flavor_where=f"{_field_where(recipe, ('jobs', 'flavor'))}: jobs.flavor")
+
+
+def job_settings(jobs: Any, *, endpoint: str | None, flavor: str | None, timeout: str | int | None, flavor_where: str,
+                 image: str | None = None, own_namespace: bool = False) -> Settings:
+    """Endpoint, token, namespace, flavor (checked against what the API lists), timeout, image, staging repo.
+
+    ``jobs``: a recipe's [jobs] table (defaults); ``own_namespace``: ignore its namespace and
+    staging_repo (a reproduction runs under the token's user, not the publisher's)."""
     from ..recipe import timeout_seconds
 
     endpoint = resolve_endpoint(endpoint)
     token = resolve_token()
-    jobs = recipe.jobs
     try:
         seconds = timeout_seconds(timeout) if timeout is not None else jobs.timeout_s
     except ValueError as exc:
         raise JobsError(f"--timeout {timeout}: {exc}") from None
-    image = jobs.image or f"python:{sys.version_info.major}.{sys.version_info.minor}"
+    image = jobs.image or image or f"python:{sys.version_info.major}.{sys.version_info.minor}"
     with hub_client(endpoint), job_errors(endpoint):
         api = _api(endpoint, token)
-        namespace = jobs.namespace or api.whoami()["name"]
+        namespace = (None if own_namespace else jobs.namespace) or api.whoami()["name"]
         chosen = flavor or jobs.flavor
-        check_flavor(api, chosen, "--flavor" if flavor else f"{_field_where(recipe, ('jobs', 'flavor'))}: jobs.flavor")
-    staging = jobs.staging_repo or f"{namespace}/{STAGING_NAME}"
+        check_flavor(api, chosen, "--flavor" if flavor else flavor_where)
+    staging = (None if own_namespace else jobs.staging_repo) or f"{namespace}/{STAGING_NAME}"
     return Settings(endpoint, token, namespace, chosen, seconds, image, staging)
 
 
-def job_spec(bundle: Bundle, s: Settings, *, revision: str) -> JobSpec:
+def job_spec(bundle: Bundle, s: Settings, *, revision: str, extra_env: dict[str, str] | None = None) -> JobSpec:
     env = {
         "HUBPUB_BUNDLE_REPO": s.staging_repo,
         "HUBPUB_BUNDLE_FILE": bundle.filename,
@@ -359,7 +402,10 @@ def job_spec(bundle: Bundle, s: Settings, *, revision: str) -> JobSpec:
         env["HF_ENDPOINT"] = s.endpoint
     if is_loopback(s.endpoint):
         env["HF_HUB_DISABLE_XET"] = "1"
-    labels = {"hubpub": _label(__version__), "recipe": _label(bundle.recipe.name)}
+    env.update(extra_env or {})
+    labels = {"hubpub": _label(__version__), "recipe": _label(bundle.name)}
+    if bundle.job.get("command") == "reproduce":
+        labels["kind"] = "reproduce"
     return JobSpec(image=s.image, command=["python3", "-c", BOOTSTRAP], env=env, flavor=s.flavor, timeout=s.timeout,
                    labels=labels, namespace=s.namespace)
 
@@ -370,7 +416,7 @@ def _upload_bundle(api: "HfApi", bundle: Bundle, repo: str) -> tuple[str, bool]:
     if api.file_exists(repo, bundle.filename):
         return api.repo_info(repo).sha or "main", False
     info = api.upload_file(path_or_fileobj=bundle.data, path_in_repo=bundle.filename, repo_id=repo,
-                           commit_message=f"hubpub job inputs for {bundle.recipe.name} ({human_bytes(len(bundle.data))})")
+                           commit_message=f"hubpub job inputs for {bundle.name} ({human_bytes(len(bundle.data))})")
     return info.oid, True
 
 
@@ -429,7 +475,131 @@ def submit(
                            name=_label(f"hubpub-{recipe.name}"), namespace=spec.namespace)
     emit(events, Notice("jobs", f"{recipe.name}: job {info.id} submitted ({spec.flavor}, timeout {spec.timeout} s): {info.url}"))
     return Submitted(recipe=recipe, job_id=info.id, url=info.url, namespace=s.namespace, flavor=spec.flavor,
-                     timeout=spec.timeout, bundle_bytes=len(bundle.data), uploaded=uploaded)
+                     timeout=spec.timeout, bundle_bytes=len(bundle.data), uploaded=uploaded, staging_repo=s.staging_repo)
+
+
+# ----------------------------------------------------------------------------- reproduce --on hf-jobs
+REPORT_DIR = "reports"
+REPORT_FILES = ("report.json", "report.md")
+
+
+def reproduce_args(*, endpoint: str, source: Path | None, tolerance: float | None) -> list[str]:
+    """The ``hubpub reproduce`` options the job runs with (the target and --out are added in the job)."""
+    args: list[str] = []
+    if endpoint != DEFAULT_ENDPOINT:
+        args += ["--endpoint", endpoint]
+    if source is not None:
+        args += ["--source", f"inputs/{source.name}"]
+    if tolerance is not None:
+        args += ["--tolerance", repr(float(tolerance))]
+    return args
+
+
+def submit_reproduce(
+    target: str,
+    *,
+    endpoint: str | None = None,
+    flavor: str | None = None,
+    timeout: str | int | None = None,
+    source: str | Path | None = None,
+    tolerance: float | None = None,
+    dry_run: bool = False,
+    events: EventSink | None = None,
+) -> Submitted | JobSpec:
+    """Submit ``hubpub reproduce TARGET`` as a Job. Everything that can be checked here is, before
+    any job exists: the target, the token, that the repo is a hubpub release, a local base model
+    (``--source``) and the flavor. The job pins the library versions the release was made with
+    (its manifest's) and uploads report.md / report.json to ``<staging_repo>/reports/<id>/``."""
+    import tempfile
+    import uuid
+
+    from ..recipe import load_recipe
+    from ..reproduce import ReproduceError, fetch_published, needs_source, parse_target
+    from ._client import hub_errors
+
+    repo, revision = parse_target(target)
+    where = f"{repo}@{revision}" if revision else repo
+    endpoint = resolve_endpoint(endpoint)
+    token = resolve_token()
+    source_path = Path(source).resolve() if source is not None else None
+    if source_path is not None and not source_path.exists():
+        raise ReproduceError(f"--source {source}: not found; pass the base model's local folder or .gguf file")
+    with tempfile.TemporaryDirectory(prefix="hubpub-repro-job-") as scratch:
+        with hub_client(endpoint), hub_errors(endpoint, repo, revision=revision):
+            pub = fetch_published(_api(endpoint, token), target, scratch)
+        recipe_path = Path(scratch) / f"{repo.split('/')[-1]}.toml"
+        recipe_path.write_text(pub.recipe_text, encoding="utf-8")
+        recipe = load_recipe(recipe_path)
+        if source_path is None:
+            needs_source(recipe, where)
+        python = ".".join(str(pub.manifest.versions.get("python", "")).split(".")[:2]) or None
+        s = job_settings(recipe.jobs, endpoint=endpoint, flavor=flavor, timeout=timeout, own_namespace=True,
+                         flavor_where=f"{where}: the published recipe's jobs.flavor", image=f"python:{python}" if python else None)
+        pins = requirements(recipe, prefer=pub.manifest.versions)
+    bundle = build_reproduce_bundle(target, reproduce_args(endpoint=s.endpoint, source=source_path, tolerance=tolerance),
+                                    pins, name=recipe.name, source=source_path, python=python)
+    report_dir = f"{REPORT_DIR}/{uuid.uuid4().hex}"
+    emit(events, Notice("jobs", f"{where}: commit {str(pub.commit)[:12]}, made with "
+                                + ", ".join(f"{k} {v}" for k, v in sorted(pub.manifest.versions.items()))
+                                + f"; bundle {human_bytes(len(bundle.data))}, sha256 {bundle.sha256[:12]}"))
+    if dry_run:
+        return job_spec(bundle, s, revision="<upload commit>", extra_env={"HUBPUB_REPORT_DIR": report_dir})
+    with hub_client(s.endpoint), job_errors(s.endpoint):
+        api = _api(s.endpoint, s.token)
+        bundle_revision, uploaded = _upload_bundle(api, bundle, s.staging_repo)
+        spec = job_spec(bundle, s, revision=bundle_revision, extra_env={"HUBPUB_REPORT_DIR": report_dir})
+        info = api.run_job(image=spec.image, command=spec.command, env=spec.env, secrets={"HF_TOKEN": s.token},
+                           flavor=spec.flavor, timeout=spec.timeout, labels=spec.labels,
+                           name=_label(f"hubpub-reproduce-{recipe.name}"), namespace=spec.namespace)
+    emit(events, Notice("jobs", f"reproduce {where}: job {info.id} submitted ({spec.flavor}, timeout {spec.timeout} s): {info.url}"))
+    return Submitted(recipe=recipe, job_id=info.id, url=info.url, namespace=s.namespace, flavor=spec.flavor,
+                     timeout=spec.timeout, bundle_bytes=len(bundle.data), uploaded=uploaded, staging_repo=s.staging_repo,
+                     report_dir=report_dir)
+
+
+def fetch_report(job: Submitted, outcome: "JobOutcome", out_dir: Path, *, endpoint: str | None = None,
+                 token: str | None = None) -> list[Path] | None:
+    """Download the report a reproduce job uploaded into ``out_dir``; None when it uploaded none.
+
+    The job's result line names the commit and the sha256 of each file, and the download is
+    checked against them; when the result line was not seen (a log stream cut short), the files
+    are read from the folder the job was told to use (``Submitted.report_dir``) on the staging
+    repo's main branch, unchecked."""
+    from huggingface_hub.errors import EntryNotFoundError, RemoteEntryNotFoundError, RevisionNotFoundError
+
+    from .. import artifacts
+
+    info = (outcome.result or {}).get("report") or {}
+    repo = info.get("repo") or job.staging_repo
+    folder = info.get("path") or job.report_dir
+    revision = info.get("revision") or "main"
+    expected: dict[str, str] = info.get("sha256") or {}
+    if not (repo and folder):
+        return None
+    endpoint = resolve_endpoint(endpoint)
+    token = token or resolve_token()
+    got: list[Path] = []
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hubpub-report-") as cache, hub_client(endpoint), job_errors(endpoint):
+        api = _api(endpoint, token)
+        for name in REPORT_FILES:
+            try:
+                path = Path(api.hf_hub_download(repo, f"{folder}/{name}", revision=revision, cache_dir=cache))
+            except (EntryNotFoundError, RemoteEntryNotFoundError, RevisionNotFoundError):
+                if expected:
+                    raise JobsError(f"job {job.job_id} uploaded its report to {repo}/{folder}, but {name} is not there"
+                                    f" (revision {revision}); re-run the reproduction") from None
+                return None
+            data = path.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            if expected and expected.get(name) != sha:
+                raise JobsError(f"job {job.job_id}: {repo}/{folder}/{name} has sha256 {sha[:12]}, the job reported"
+                                f" {str(expected.get(name))[:12]}; re-run the reproduction")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            artifacts.write_atomic(out_dir / name, data.decode("utf-8"))
+            got.append(out_dir / name)
+    return got
 
 
 # ----------------------------------------------------------------------------- following
@@ -673,11 +843,13 @@ def bundle_result(recipe: "Recipe", exit_code: int) -> dict[str, Any]:
 
 
 def run_bundle(job_file: Path) -> tuple[int, dict[str, Any]]:
-    """Inside the job: run the bundled release (its output is the job's log); (exit code, result)."""
+    """Inside the job: run the bundled release (or reproduction); its output is the job's log; (exit code, result)."""
     from ..recipe import load_recipe
 
     job = json.loads(Path(job_file).read_text(encoding="utf-8"))
     root = Path(job_file).resolve().parent
+    if job.get("command") == "reproduce":
+        return _run_reproduce(job, root)
     recipe_path = root / job["recipe"]
     git = (job.get("hubpub") or {}).get("git") or {}
     ref = f" (git {git['commit'][:12]}{', with local changes' if git.get('dirty') else ''})" if git.get("commit") else ""
@@ -688,6 +860,49 @@ def run_bundle(job_file: Path) -> tuple[int, dict[str, Any]]:
         result = bundle_result(load_recipe(recipe_path), code)
     except HubpubError:
         result = {"recipe": recipe_path.stem, "exit_code": code, "headline": []}
+    return code, result
+
+
+def _run_reproduce(job: dict[str, Any], root: Path) -> tuple[int, dict[str, Any]]:
+    """Inside the job: ``hubpub reproduce``, then upload report.json / report.md to the staging repo.
+
+    Why upload rather than print the report into the log: a log is a stream of lines that a
+    client may join late, lose on a reconnect, or cap (a line, a total); a file on the Hub is
+    whole, named and checked by sha256. The log still carries the result line (exit code,
+    the upload's commit and the files' sha256), which is what lets the client check the files."""
+    git = (job.get("hubpub") or {}).get("git") or {}
+    ref = f" (git {git['commit'][:12]}{', with local changes' if git.get('dirty') else ''})" if git.get("commit") else ""
+    print(f"hubpub job: hubpub {job['hubpub']['version']}{ref}, python {sys.version.split()[0]}", flush=True)
+    out = root / "reproduce-out"
+    cmd = [sys.executable, "-m", "hubpub", "reproduce", job["target"], "--out", str(out), *job["reproduce_args"]]
+    code = subprocess.call(cmd, cwd=root)
+    result: dict[str, Any] = {"kind": "reproduce", "target": job["target"], "exit_code": code}
+    files = [out / name for name in REPORT_FILES if (out / name).is_file()]
+    if len(files) != len(REPORT_FILES):
+        print("hubpub job: the reproduction wrote no report", flush=True)
+        return code, result
+    try:
+        result["reproduced"] = bool(json.loads(files[0].read_text(encoding="utf-8")).get("reproduced"))
+    except ValueError:
+        pass
+    repo, folder = os.environ.get("HUBPUB_BUNDLE_REPO"), os.environ.get("HUBPUB_REPORT_DIR")
+    if not (repo and folder):
+        print("hubpub job: HUBPUB_BUNDLE_REPO / HUBPUB_REPORT_DIR not set: the report stays in the job", flush=True)
+        return code or 1, result
+    from huggingface_hub import CommitOperationAdd
+
+    endpoint = resolve_endpoint(None)
+    try:
+        with hub_client(endpoint), job_errors(endpoint):
+            api = _api(endpoint, resolve_token())
+            ops = [CommitOperationAdd(path_in_repo=f"{folder}/{f.name}", path_or_fileobj=f.read_bytes()) for f in files]
+            commit = api.create_commit(repo, operations=ops, commit_message=f"hubpub reproduction report of {job['target']}")
+    except HubpubError as exc:
+        print(f"hubpub job: could not upload the report to {repo}: {exc}", flush=True)
+        return code or 1, result
+    result["report"] = {"repo": repo, "path": folder, "revision": commit.oid,
+                        "sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}}
+    print(f"hubpub job: report uploaded to {repo}/{folder} (commit {commit.oid[:12]})", flush=True)
     return code, result
 
 

@@ -24,7 +24,7 @@ from ..errors import PushError
 from ..events import step
 from ..naming import TAG_HINT, is_tag_name
 from ._client import hub_client, hub_errors, resolve_endpoint, resolve_token
-from .plan import HUB_MANAGED, LocalFile, PushPlan, build_plan, remote_matches, remote_tree, scan_release
+from .plan import HUB_MANAGED, LocalFile, PushPlan, build_plan, hash_file, remote_matches, remote_tree, scan_release
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -66,6 +66,13 @@ def push(recipe: "Recipe", *, output_dir: str | Path | None = None, tag: str | N
     folder = Path(output_dir) if output_dir is not None else recipe.output_path
     metrics, manifest = check_release(folder, recipe)
     local = scan_release(folder)
+    return _publish(settings, local, folder, lambda: commit_message(recipe, settings.tag, metrics, manifest),
+                    dry_run=dry_run, endpoint=endpoint, events=events)
+
+
+def _publish(settings: PushSettings, local: list[LocalFile], folder: Path, message_of: Any, *, dry_run: bool,
+             endpoint: str | None, events: "EventSink | None") -> PushResult:
+    """Plan, then one commit of ``local`` (README.md read back from ``folder``), tag, verify."""
     endpoint = resolve_endpoint(endpoint)
     token = resolve_token(required=not dry_run)
     repo_id = settings.repo_id
@@ -90,7 +97,7 @@ def push(recipe: "Recipe", *, output_dir: str | Path | None = None, tag: str | N
             note = f"tag {settings.tag} already points at this release ({plan.tag_commit[:12]}): nothing pushed"
             return PushResult(repo_url, f"{repo_url}/commit/{plan.tag_commit}", plan.tag_commit, settings.tag, plan, 0, True,
                               notes=[note])
-        message, description = commit_message(recipe, settings.tag, metrics, manifest)
+        message, description = message_of()
         with step(events, "push", "upload", total=plan.bytes_to_send, unit="B") as upload:
             commit_oid, commit_url, pr_url = _commit(api, settings, plan, local, message, description)
             upload.set(plan.bytes_to_send)
@@ -99,6 +106,50 @@ def push(recipe: "Recipe", *, output_dir: str | Path | None = None, tag: str | N
         verify_remote(api, repo_id, commit_oid, local, folder, exact=settings.delete_missing)
     sent = plan.bytes_to_send if plan.has_changes else 0
     return PushResult(repo_url, commit_url, commit_oid, settings.tag, plan, sent, True, pr_url=pr_url, commit_message=message)
+
+
+def push_family(recipe: "Recipe", members: list[tuple[str, "Recipe"]], folder: Path, root_files: list[str], *,
+                tag: str | None = None, with_members: bool = True, dry_run: bool = False, endpoint: str | None = None,
+                events: "EventSink | None" = None) -> PushResult:
+    """A family as ONE commit to the family repo ([push] of ``recipe``): the family README's files
+    (``root_files``, relative to ``folder``) at the root and, ``with_members``, each variant's release
+    folder under ``<name>/`` (the subfolders layout). Tagged, then verified like a single push.
+    ``with_members=False`` publishes the family README alone (the branches layout's main branch; no tag)."""
+    from dataclasses import replace
+
+    settings = _settings(recipe, tag=tag, revision=None, create_pr=None, delete_missing=None)
+    if not with_members:
+        settings = replace(settings, tag=None)
+    local: list[LocalFile] = []
+    for rel in root_files:
+        path = folder / rel
+        if path.is_file():
+            size, sha256, git_oid = hash_file(path)
+            local.append(LocalFile(rel, path, size, sha256, git_oid))
+    if not any(f.path == artifacts.CARD for f in local):
+        raise PushError(f"{folder / artifacts.CARD}: missing; run `hubpub release {recipe.path.name}` to write the family README first")
+    checked = []
+    if with_members:
+        for name, member in members:
+            metrics, manifest = check_release(member.output_path, member)
+            checked.append((name, metrics, manifest))
+            local += [replace(f, path=f"{name}/{f.path}") for f in scan_release(member.output_path)]
+
+    def message() -> tuple[str, str]:
+        names = [name for name, _ in members]
+        if recipe.push.commit_message:
+            summary = recipe.push.commit_message
+        elif with_members:
+            summary = f"{recipe.model.display_name} {settings.tag or 'release'}: {len(names)} variants ({', '.join(names)})"
+        else:
+            summary = f"{recipe.model.display_name} family README: {len(names)} variants on their own branches"
+        version = checked[0][1].hubpub_version if checked else ""
+        gates = "; ".join(f"{name}: gates {'ok' if m.passed else 'FAILED'}" for name, m, _ in checked)
+        description = (f"Published by hubpub {version} from {recipe.path.name} (layout {recipe.push.layout})."
+                       + (f" {gates}." if gates else ""))
+        return summary, description
+
+    return _publish(settings, local, folder, message, dry_run=dry_run, endpoint=endpoint, events=events)
 
 
 @contextlib.contextmanager

@@ -59,9 +59,12 @@ def check_requirements(recipe: "Recipe") -> None:
         raise QuantizeError(f"quantize.format: {missing}")
 
 
-def quantize(recipe: "Recipe", *, force: bool = False, progress: bool = True, events: EventSink | None = None) -> QuantizeResult:
+def quantize(recipe: "Recipe", *, force: bool = False, progress: bool = True, events: EventSink | None = None,
+             strict: bool = False) -> QuantizeResult:
     """Quantize the recipe's base into ``recipe.output_path``; progress goes to ``events``.
 
+    ``strict``: a quantized linear that no calibration data reaches is an error (raised before
+    its block is tuned; a reused output whose manifest records one is refused too), not a warning.
     ``progress`` is kept for callers of the old signature and does nothing: renderers decide.
     """
     from ..source import locate_source, materialize
@@ -74,6 +77,12 @@ def quantize(recipe: "Recipe", *, force: bool = False, progress: bool = True, ev
     wanted_hash = recipe_hash(recipe, source.fingerprint)
     previous = _previous_manifest(out)
     if previous is not None and previous.recipe_hash == wanted_hash and not force:
+        unreached = (previous.calibration_coverage or {}).get("unreached") or []
+        if strict and unreached:
+            from ..calibration.coverage import unreached_notice
+
+            raise QuantizeError(f"quantize: the finished output in {out} was made with {unreached_notice(unreached)}"
+                                " (--strict)")
         return QuantizeResult(out, previous, reused=True, base_dir=None)
     from ..check import preflight
 
@@ -96,7 +105,7 @@ def quantize(recipe: "Recipe", *, force: bool = False, progress: bool = True, ev
     ar_space = work / f"ar-{os.getpid()}"  # AutoRound litters the cwd otherwise; not inside the release
     os.environ.setdefault("AR_WORK_SPACE", str(ar_space))
     try:
-        manifest = _build(recipe, source, base_dir, build, wanted_hash, timings, events)
+        manifest = _build(recipe, source, base_dir, build, wanted_hash, timings, events, strict)
         manifest.timings["total"] = time.perf_counter() - started
         manifest.write(build / MANIFEST)
         _move_into_place(build, out, work)
@@ -154,7 +163,7 @@ def recover_swap(out: Path, work: Path) -> None:
 
 
 def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: str, timings: dict[str, float],
-           events: EventSink | None) -> Manifest:
+           events: EventSink | None, strict: bool = False) -> Manifest:
     from ..events import step
     from .backends import BackendJob, backends
     from .backends._autoround import pick_device
@@ -186,37 +195,45 @@ def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: st
     qdir = build / ".quantized"
     job = BackendJob(recipe=recipe, model_dir=decoder_dir, out_dir=qdir, export=formats.get(q.format), settings=q.settings,
                      device=pick_device(q.device), trust_remote_code=recipe.model.trust_remote_code,
-                     to_full=names.to_full, events=events)
+                     to_full=names.to_full, events=events, strict=strict)
     job.other_names = other_names  # type: ignore[attr-defined]
     ran = backend.quantize(job)
     timings.update(ran.timings)
 
-    t = time.perf_counter()
-    qrefs = tensor_refs(qdir)
-    inventory = account(refs, names, qrefs, rescales=bool(getattr(backend, "rescales", False)))
-    files = write_streamed(inventory.outputs, build)
-    qconfig = read_json(qdir / "config.json")["quantization_config"]
-    block_path = qconfig.get("block_name_to_quantize")
-    if q.split:
-        loaded, outside = loaded_layout(base_dir, {names.to_decoder[f]: r for f, r in refs.items() if f in names.to_decoder},
-                                        int(decoder_config["num_hidden_layers"]), recipe.model.trust_remote_code)
-        qconfig = exclude_modules(rename_block_path(qconfig, "model.layers", loaded), outside)
-        block_path = loaded
-        config["quantization_config"] = qconfig
-        write_atomic(build / "config.json", json.dumps(config, indent=2) + "\n")
-        if (qdir / "quantization_config.json").is_file():
-            write_atomic(build / "quantization_config.json", json.dumps(rename_block_path(read_json(qdir / "quantization_config.json"), "model.layers", loaded), indent=2) + "\n")
-        files += copy_side_files(base_dir, build, skip={"config.json"})
-    else:
-        files += copy_side_files(qdir, build, skip=set())
-        files += copy_side_files(base_dir, build, skip={"config.json", "quantization_config.json"})
-    timings["repack"] = time.perf_counter() - t
-    shutil.rmtree(qdir, ignore_errors=True)
-    shutil.rmtree(build / ".decoder", ignore_errors=True)
-    if q.split:
+    single_file = bool(getattr(job.export, "single_file", False))
+    if single_file:  # gguf:*: the release's weights are the one file the export wrote (no config.json, no safetensors)
         t = time.perf_counter()
-        verify_loads(build, task_of(config, split=True), recipe.model.trust_remote_code)
-        timings["verify"] = time.perf_counter() - t
+        files, inventory = _ship_single_file(qdir, build, refs, recipe.model.display_name or str(config.get("model_type", "model")), job.export)
+        block_path = None
+        timings["repack"] = time.perf_counter() - t
+        shutil.rmtree(qdir, ignore_errors=True)
+    else:
+        t = time.perf_counter()
+        qrefs = tensor_refs(qdir)
+        inventory = account(refs, names, qrefs, rescales=bool(getattr(backend, "rescales", False)))
+        files = write_streamed(inventory.outputs, build)
+        qconfig = read_json(qdir / "config.json")["quantization_config"]
+        block_path = qconfig.get("block_name_to_quantize")
+        if q.split:
+            loaded, outside = loaded_layout(base_dir, {names.to_decoder[f]: r for f, r in refs.items() if f in names.to_decoder},
+                                            int(decoder_config["num_hidden_layers"]), recipe.model.trust_remote_code)
+            qconfig = exclude_modules(rename_block_path(qconfig, "model.layers", loaded), outside)
+            block_path = loaded
+            config["quantization_config"] = qconfig
+            write_atomic(build / "config.json", json.dumps(config, indent=2) + "\n")
+            if (qdir / "quantization_config.json").is_file():
+                write_atomic(build / "quantization_config.json", json.dumps(rename_block_path(read_json(qdir / "quantization_config.json"), "model.layers", loaded), indent=2) + "\n")
+            files += copy_side_files(base_dir, build, skip={"config.json"})
+        else:
+            files += copy_side_files(qdir, build, skip=set())
+            files += copy_side_files(base_dir, build, skip={"config.json", "quantization_config.json"})
+        timings["repack"] = time.perf_counter() - t
+        shutil.rmtree(qdir, ignore_errors=True)
+        shutil.rmtree(build / ".decoder", ignore_errors=True)
+        if q.split:
+            t = time.perf_counter()
+            verify_loads(build, task_of(config, split=True), recipe.model.trust_remote_code)
+            timings["verify"] = time.perf_counter() - t
     write_atomic(build / RECIPE_COPY, recipe.text)
 
     bytes_before = sum(r.nbytes for r in refs.values())
@@ -234,13 +251,26 @@ def _build(recipe: "Recipe", source: Any, base_dir: Path, build: Path, rhash: st
         groups=inventory.groups, tensors_before=len(refs), tensors_after=len(inventory.outputs),
         linears_quantized=inventory.linears_quantized, bytes_before=bytes_before, bytes_after=bytes_after,
         timings={k: round(v, 3) for k, v in timings.items()}, versions={**_versions(), **backend.versions()}, device=ran.device,
-        files=sorted({*files, "config.json", RECIPE_COPY, MANIFEST} | ({"quantization_config.json"} if (build / "quantization_config.json").exists() else set())),
+        files=sorted({*files, RECIPE_COPY, MANIFEST} | (set() if single_file else {"config.json"}) | ({"quantization_config.json"} if (build / "quantization_config.json").exists() else set())),
         base_dir=str(base_dir), kept_bf16_linears=ran.kept_linears,
         algorithms=ran.algorithms, backend_settings=settings,
         plan=ran.plan.as_dict(names.to_full) if ran.plan is not None else None,
         calibration_coverage=ran.coverage or None,
         calibration_sources=list(getattr(ran, "calibration_sources", None) or []),
     )
+
+
+def _ship_single_file(qdir: Path, build: Path, refs: dict[str, Any], model_name: str, export: Any) -> tuple[list[str], Any]:
+    """Move the one file a single-file format (gguf:*) exported into the release, named as the format
+    names it (``<model>-Q4_K_M.gguf``), and account for its tensors (manifest.account_gguf)."""
+    from .manifest import account_gguf
+
+    written = [p for p in qdir.iterdir() if p.is_file() and p.name.endswith(".gguf")]
+    if len(written) != 1:
+        raise QuantizeError(f"quantize: the {export.name!r} export wrote {len(written)} .gguf files (expected 1); report this as a hubpub bug")
+    target = build / export.file_name(model_name)
+    os.replace(written[0], target)
+    return [target.name], account_gguf(refs, target)
 
 
 def _module_names(tensor_names: Any) -> set[str]:

@@ -8,6 +8,7 @@ neither kept nor quantized is an error, and so is a tensor AutoRound wrote that 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass
 
 from ..artifacts import TensorGroup
@@ -111,3 +112,52 @@ def account(refs: dict[str, TensorRef], names: DecoderNames, qrefs: dict[str, Te
     if stray:
         raise QuantizeError(f"quantize: the export wrote {len(stray)} tensor(s) with no base tensor ({', '.join(stray[:3])}); report this as a hubpub bug")
     return Inventory(outputs, list(groups.values()), len(quantized))
+
+
+# ----------------------------------------------------------------------------- GGUF (one file)
+GGUF_FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
+
+
+def account_gguf(refs: dict[str, TensorRef], gguf_path: Path) -> Inventory:
+    """The inventory of a GGUF release: every tensor of the .gguf file (its ggml type and bytes),
+    grouped by the base tensor it came from (llama.cpp's name map: ``blk.0.attn_q.weight`` <-
+    ``model.layers.0.self_attn.q_proj.weight``). Float tensors (norms, biases) are "kept"; a group
+    of a quantized pattern whose layers got different ggml types (Q4_K_M gives some Q6_K) is one
+    group per type. Embeddings and the output head are quantized too in GGUF."""
+    import gguf
+
+    from .formats.gguf import gguf_tensors
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    field = reader.fields.get("general.architecture")
+    arch_name = bytes(field.parts[field.data[0]]).decode() if field is not None else ""
+    arch = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}.get(arch_name)
+    blocks = 1 + max([int(m.group(1)) for n in refs for m in [re.search(r"\.layers\.(\d+)\.", n)] if m] or [-1])
+    name_map = gguf.get_tensor_name_map(arch, blocks) if arch is not None else None
+    origin: dict[str, str] = {}  # gguf name -> base name
+    for name in refs:
+        mapped = name_map.get_name(name, try_suffixes=(".weight", ".bias")) if name_map is not None else None
+        if mapped:  # with try_suffixes the mapped name keeps the suffix (".weight")
+            origin[mapped] = name
+    outputs: list[TensorRef] = []
+    groups: dict[tuple[str, str], TensorGroup] = {}
+    linears = 0
+    for t, (name, ggml, nbytes, shape) in zip(reader.tensors, gguf_tensors(gguf_path)):
+        begin = int(t.data_offset)
+        outputs.append(TensorRef(name, gguf_path, ggml, shape, begin, begin + nbytes))
+        base = origin.get(name)
+        quantized = ggml not in GGUF_FLOAT_TYPES
+        pattern = _pattern(base.rsplit(".", 1)[0] if quantized else base) if base else _pattern(name)
+        key = (pattern, ggml)
+        if key not in groups:
+            groups[key] = TensorGroup(pattern=pattern, action="quantized" if quantized else "kept", tensors=0,
+                                      bytes_before=0, bytes_after=0, dtype=ggml)
+        g = groups[key]
+        g.tensors += 1
+        g.bytes_before += refs[base].nbytes if base else 0
+        g.bytes_after += nbytes
+        if quantized and len(shape) == 2:
+            g.linears += 1
+            g.packed_tensors += 1
+            linears += 1
+    return Inventory(outputs, sorted(groups.values(), key=lambda g: (g.pattern, g.dtype or "")), linears)

@@ -91,11 +91,15 @@ def sub_config(full_config: dict[str, Any], config_key: str | None, architecture
     model_type = TEXT_MODEL_TYPES.get(sub.get("model_type", ""), sub.get("model_type", ""))
     arch = architecture or next(iter(sub.get("architectures") or []), None) or MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
     cls = getattr(transformers, arch, None) if arch else None
+    if (cls is None or not hasattr(cls, "config_class")) and arch and base_dir is not None:
+        module = _code_module(full_config, base_dir, arch)
+        if module is not None:  # the model's own decoder class: the extracted decoder loads through it
+            return _custom_sub_config(full_config, sub, arch, module, base_dir, trust_remote_code)
     if (cls is None or not hasattr(cls, "config_class")) and arch and arch in _custom_classes(full_config):
         raise QuantizeError(
-            f"quantize.split.architecture: the decoder class {arch!r} is the model's own code (auto_map), which a"
-            " standalone decoder cannot load; quantize the whole model instead: remove [quantize.split] and name"
-            " the decoder's linears in quantize.targets (model.trust_remote_code = true)"
+            f"quantize.split.architecture: the decoder class {arch!r} is named in auto_map but defined in none of the"
+            " model's .py files; set architecture to the decoder class its code defines, or quantize the whole model"
+            " (remove [quantize.split]; model.trust_remote_code = true)"
         )
     if cls is None or not hasattr(cls, "config_class"):
         raise QuantizeError(
@@ -116,6 +120,53 @@ def sub_config(full_config: dict[str, Any], config_key: str | None, architecture
     return sub
 
 
+def _code_module(full_config: dict[str, Any], base_dir: Path, arch: str) -> str | None:
+    """The module of the model's own code that defines class ``arch`` (auto_map first, then a scan)."""
+    for ref in (full_config.get("auto_map") or {}).values():
+        if isinstance(ref, str) and ref.rsplit(".", 1)[-1] == arch and "--" not in ref:
+            return ref.rsplit(".", 1)[0]
+    pattern = re.compile(rf"^class {re.escape(arch)}\b", re.M)
+    for path in sorted(base_dir.glob("*.py")):
+        try:
+            if pattern.search(path.read_text(encoding="utf-8")):
+                return path.stem
+        except (OSError, UnicodeDecodeError):
+            continue
+    return None
+
+
+def _custom_sub_config(full_config: dict[str, Any], sub: dict[str, Any], arch: str, module: str, base_dir: Path,
+                       trust_remote_code: bool) -> dict[str, Any]:
+    """The decoder sub-config of a model whose decoder class is its own code: an auto_map to it
+    (and to its config class) so the extracted folder loads with trust_remote_code, as the model."""
+    if not trust_remote_code:
+        raise QuantizeError(
+            f"quantize.split.architecture: the decoder class {arch!r} is the model's own code ({module}.py);"
+            " set model.trust_remote_code = true after reviewing it"
+        )
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    try:
+        cls = get_class_from_dynamic_module(f"{module}.{arch}", str(base_dir))
+    except Exception as exc:  # the model's code failed to import
+        raise QuantizeError(f"quantize.split.architecture: importing {module}.{arch} from {base_dir} raised"
+                            f" {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    config_cls = getattr(cls, "config_class", None)
+    out = dict(sub)
+    out["architectures"] = [arch]
+    out["auto_map"] = {"AutoModelForCausalLM": f"{module}.{arch}"}
+    if config_cls is not None and getattr(config_cls, "__module__", "").split(".")[-1] != "configuration_utils":
+        config_module = config_cls.__module__.rsplit(".", 1)[-1]
+        if not config_cls.__module__.startswith("transformers."):
+            out["auto_map"]["AutoConfig"] = f"{config_module}.{config_cls.__name__}"
+        out["model_type"] = config_cls.model_type or out.get("model_type")
+    for inherited in ("tie_word_embeddings", "eos_token_id", "pad_token_id", "bos_token_id"):
+        if inherited not in out and inherited in full_config:
+            out[inherited] = full_config[inherited]
+    out["dtype"] = "bfloat16"
+    return out
+
+
 def _custom_classes(full_config: dict[str, Any]) -> set[str]:
     auto_map = full_config.get("auto_map") or {}
     return {str(v).rsplit(".", 1)[-1] for v in auto_map.values()} | set(full_config.get("architectures") or [])
@@ -130,9 +181,9 @@ def check_extracted(decoder_dir: Path, names: DecoderNames, trust_remote_code: b
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(decoder_dir)
+    config = AutoConfig.from_pretrained(decoder_dir, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     expected = set(model.state_dict())
     from .tensors import tensor_refs
 
@@ -160,7 +211,8 @@ def write_decoder(full_dir: Path, names: DecoderNames, refs: dict[str, TensorRef
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     # a text-only decoder: processor files would make AutoRound treat it as a multimodal model
     processor_files = {"processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json"}
-    copy_side_files(full_dir, out, skip={"config.json", "generation_config.json", *processor_files}, code=False)
+    # the model's code only when the decoder class is its own (config auto_map), never otherwise
+    copy_side_files(full_dir, out, skip={"config.json", "generation_config.json", *processor_files}, code=bool(config.get("auto_map")))
 
 
 def copy_side_files(src: Path, dst: Path, skip: set[str], code: bool = True) -> list[str]:

@@ -53,9 +53,9 @@ class Plan:
         for pattern, counts in self.groups(to_full).items():
             bits = [f"{counts['quantized']} quantized"] if counts["quantized"] else []
             bits += [f"{counts['kept']} BF16"] if counts["kept"] else []
-            parts.append(f"{pattern}: {', '.join(bits)}")
-        return (f"plan: {len(self.quantized)} linears quantized, {len(self.kept)} kept BF16 in {', '.join(self.blocks)}"
-                f" ({'; '.join(parts)})")
+            parts.append(f"  {pattern}: {', '.join(bits)}")
+        return "\n".join([f"plan: {len(self.quantized)} linears quantized, {len(self.kept)} kept BF16 in {', '.join(self.blocks)}:",
+                          *parts])
 
     def as_dict(self, to_full: Callable[[str], str] = lambda n: n) -> dict[str, Any]:
         return {"blocks": [to_full(b) if b.startswith("model.") else b for b in self.blocks],

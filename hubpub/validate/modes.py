@@ -73,7 +73,8 @@ def mode_job(recipe: Recipe, index: int, mode: Mode) -> ModeJob:
     if isinstance(prompt, list):
         prompt = [ChatTurn(role=m.role, content=m.content) for m in prompt]
     return ModeJob(name=mode.name, prompt=prompt, prompts=mode.prompts, images=images, generate=generate,
-                   stream=mode.stream, custom_generate=mode.custom_generate, task=mode.task)
+                   stream=mode.stream, custom_generate=mode.custom_generate, task=mode.task,
+                   arguments=dict(mode.arguments), custom_kwargs=dict(mode.custom_kwargs))
 
 
 def describe_expect(expect: Expect) -> str:

@@ -58,6 +58,8 @@ class ModeJob(Model):
     generate: GenerateArgs = Field(default_factory=GenerateArgs)
     stream: bool = False
     custom_generate: Optional[str] = None
+    arguments: dict[str, str] = Field(default_factory=dict)  # custom_generate parameter -> hubpub value
+    custom_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed as they are
     task: Optional[str] = None
 
     @property
@@ -105,11 +107,15 @@ class WorkerJob(Model):
     scene_image: Optional[str] = None
     evals: list[EvalJob] = Field(default_factory=list)
     result_path: str
+    # False: each mode runs once, untimed (outputs and memory only); the latencies then come from
+    # the interleaved timing phase (TimingJob), where base and quantized run in the same conditions
+    timed: bool = True
 
 
 class ModeRun(Model):
     outputs: list[str] = Field(default_factory=list)
     latencies_s: list[float] = Field(default_factory=list)  # timed calls (after warm-up)
+    starts_s: list[float] = Field(default_factory=list)  # timing phase only: when each timed call began (s after the first)
     new_tokens: int = 0
     error: Optional[str] = None
 
@@ -164,6 +170,35 @@ class WorkerResult(Model):
     evals: list[EvalOutput] = Field(default_factory=list)
     memory: Optional[Memory] = None
     quant_backend: Optional[str] = None  # module class of the quantized linears, e.g. auto_round ... QuantLinear
+
+
+class TimingJob(Model):
+    """The interleaved timing phase: one process loads both models and alternates their calls.
+
+    ``models`` holds one WorkerJob per role (model folder, dtype, device, modes, warmup_runs,
+    latency_runs; their evals are empty). For each mode, every model does its warm-up calls, then
+    the timed calls alternate in ABBA order (base, quantized, quantized, base, ...), so drift of
+    the machine (load, clocks, caches) falls on both models alike. No memory is measured here:
+    memory is each model's own footprint, measured alone in its own worker.
+    """
+
+    kind: Literal["timing"] = "timing"
+    models: list[WorkerJob]
+    result_path: str
+
+
+class TimedModel(Model):
+    role: Role
+    load_error: Optional[str] = None
+    modes: list[ModeRun] = Field(default_factory=list)  # latencies_s and new_tokens of the timed calls
+
+
+class TimingResult(Model):
+    order: str = "abba"  # how the timed calls alternated
+    models: list[TimedModel] = Field(default_factory=list)
+
+    def of(self, role: str) -> Optional[TimedModel]:
+        return next((m for m in self.models if m.role == role), None)
 
 
 class Progress(Model):

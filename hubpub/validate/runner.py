@@ -11,17 +11,26 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Union, overload
 
 from ..errors import ValidateError
-from .protocol import PROGRESS, Progress, WorkerJob, WorkerResult
+from .protocol import PROGRESS, Progress, TimingJob, TimingResult, WorkerJob, WorkerResult
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the hubpub package
 
 
-def run_worker(job: WorkerJob, work_dir: Path, log_path: Path, on_progress: Callable[[Progress], None] | None = None) -> WorkerResult:
-    """Run ``job`` in a fresh process and return its result. Raises ValidateError if it dies."""
-    job_path = work_dir / f"job_{job.role}.json"
+@overload
+def run_worker(job: WorkerJob, work_dir: Path, log_path: Path, on_progress: Callable[[Progress], None] | None = None) -> WorkerResult: ...
+@overload
+def run_worker(job: TimingJob, work_dir: Path, log_path: Path, on_progress: Callable[[Progress], None] | None = None) -> TimingResult: ...
+
+
+def run_worker(job: Union[WorkerJob, TimingJob], work_dir: Path, log_path: Path,
+               on_progress: Callable[[Progress], None] | None = None) -> Union[WorkerResult, TimingResult]:
+    """Run ``job`` in a fresh process and return its result (a TimingJob: the interleaved timing
+    phase, a TimingResult). Raises ValidateError if it dies."""
+    name = job.role if isinstance(job, WorkerJob) else "timing"
+    job_path = work_dir / f"job_{name}.json"
     result_path = Path(job.result_path)
     result_path.unlink(missing_ok=True)
     job_path.write_text(job.model_dump_json())
@@ -44,5 +53,6 @@ def run_worker(job: WorkerJob, work_dir: Path, log_path: Path, on_progress: Call
     if not result_path.exists():
         tail = [l for l in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if l.strip()]
         last = tail[-1].strip() if tail else "no output"
-        raise ValidateError(f"the {job.role} model's worker process exited with code {code}: {last} (full log: {log_path})")
-    return WorkerResult.model_validate_json(result_path.read_text())
+        what = f"the {job.role} model's worker process" if isinstance(job, WorkerJob) else "the timing process (both models loaded together)"
+        raise ValidateError(f"{what} exited with code {code}: {last} (full log: {log_path})")
+    return (WorkerResult if isinstance(job, WorkerJob) else TimingResult).model_validate_json(result_path.read_text())

@@ -1,6 +1,8 @@
 """validate(): prove the quantized checkpoint loads and works, measure it against the base, gate.
 
-Base and quantized each run in a fresh worker process (runner.py, protocol.py). This module
+Base and quantized each run in a fresh worker process (runner.py, protocol.py), then, with
+[validate] latency = "interleaved" (the default), one more process times both alternating
+(``time_interleaved``). This module
 prepares their jobs from the recipe (every eval kind's ``prepare`` checks the paths it reads
 first, so bad input fails before any model is loaded), judges the outputs, lets each eval kind
 score base vs quantized, checks the gates (relative to the base by default), writes
@@ -26,7 +28,7 @@ from ..recipe import Mode, Recipe
 from .evals import PrepareContext, ScoreContext, eval_kinds, gate_specs
 from .grounding import make_scene
 from .modes import check_output, describe_expect, mode_job, modes_for
-from .protocol import EvalJob, ModeJob, Progress, WorkerJob, WorkerResult
+from .protocol import EvalJob, ModeJob, Progress, TimingJob, TimingResult, WorkerJob, WorkerResult
 from .runner import run_worker
 from . import base_cache
 
@@ -45,7 +47,9 @@ class ValidateResult:
 
 
 def weight_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    from ..loading import weight_bytes as on_disk  # safetensors shards, or the .gguf of a GGUF release
+
+    return on_disk(folder)
 
 
 def base_folder(recipe: Recipe) -> Path:
@@ -115,7 +119,44 @@ def latency_interval(runs: list[list[float]], seed: int = 0) -> tuple[float, flo
     return (values[int(0.025 * (len(values) - 1))], values[int(math.ceil(0.975 * (len(values) - 1)))])
 
 
-def model_metrics(folder: Path, result: WorkerResult, modes: list[ModeResult]) -> ModelMetrics:
+def time_interleaved(jobs: dict[str, WorkerJob], results: dict[str, WorkerResult], work: Path, log: Path,
+                     events: EventSink | None) -> str:
+    """Time base and quantized in the same conditions; their latencies go into ``results``.
+
+    Why a third process instead of timing inside each model's worker: the two workers run one after
+    the other (minutes apart when evals run in between), so their latency difference would hold
+    whatever the machine did meanwhile (other load, clocks, thermal state). Here both models are
+    loaded in one process and each mode's timed calls alternate ABBA (worker.abba). The per-model
+    workers then run each mode once, untimed (outputs, validity, and memory, which stays each
+    model's own footprint measured alone), so the generate calls are as many as before; the extra
+    cost is one more process start (torch + transformers imports: seconds) and loading both models
+    once more; the price is that both must fit in memory together (else [validate] latency =
+    "separate"). Not inside the quantized model's worker: there that model would be warm (its
+    modes and evals ran) and the base cold, and running out of memory would lose the evals too;
+    here both start alike, and a failure costs only the latency (a warning; everything else kept).
+    The base's cached measurement (base_cache) has no latencies: the base is timed again beside
+    each quantized model, which is the point. Returns how latency was measured, for the metrics.
+    """
+    timing_job = TimingJob(models=[jobs["base"].model_copy(update={"evals": []}), jobs["quantized"].model_copy(update={"evals": []})],
+                           result_path=str(work / "result_timing.json"))
+    fix = "if the two models do not fit in memory together, set [validate] latency = \"separate\""
+    try:
+        timed = _run(timing_job, work, log, events)
+        failed = next((f"{m.role}: {m.load_error}" for m in timed.models if m.load_error), None)
+    except ValidateError as exc:
+        timed, failed = TimingResult(), str(exc)
+    if failed is not None or len(timed.models) != len(jobs):
+        emit(events, Notice(STAGE, f"interleaved timing failed ({failed}): no latency measured; {fix}", "warning"))
+        return "failed"
+    for model in timed.models:
+        for mode, run, got in zip(jobs[model.role].modes, results[model.role].modes, model.modes):
+            run.latencies_s, run.new_tokens = got.latencies_s, got.new_tokens
+            if got.error and run.error is None:  # it ran in the model's own worker: validity stands, only its timing is missing
+                emit(events, Notice(STAGE, f"{mode.name} ({model.role}): not timed, a timed call failed ({got.error})", "warning"))
+    return "interleaved"
+
+
+def model_metrics(folder: Path, result: WorkerResult, modes: list[ModeResult], timing: str = "separate") -> ModelMetrics:
     runs = [r for r in result.modes if r.latencies_s]
     seconds = sum(sum(r.latencies_s) for r in runs)
     memory = result.memory
@@ -131,6 +172,7 @@ def model_metrics(folder: Path, result: WorkerResult, modes: list[ModeResult]) -
         tokens_per_s=(sum(r.new_tokens for r in runs) / seconds) if seconds > 0 else None,
         validity=(sum(m.ok for m in modes) / len(modes)) if modes else None,
         quant_backend=result.quant_backend,
+        latency_timing=timing,  # "interleaved" (base and quantized alternating in one process) | "separate" | "failed"
     )
 
 
@@ -230,6 +272,10 @@ def validity_gate(recipe: Recipe, modes: dict[str, list[ModeResult]]) -> GateRes
 
 def check_gates(recipe: Recipe, modes: dict[str, list[ModeResult]], evals: list[EvalResult]) -> list[GateResult]:
     gates = []
+    for ev in evals:  # row marks follow this recipe's limits, also on a result reused from an earlier run
+        for row in ev.details.get("table", []) if isinstance(ev.details.get("table"), list) else []:
+            if isinstance(row, dict) and "below" in row:
+                row["below"] = []
     first = validity_gate(recipe, modes)
     if first is not None:
         gates.append(first)
@@ -248,11 +294,30 @@ def check_gates(recipe: Recipe, modes: dict[str, list[ModeResult]], evals: list[
                 value = q
             elif b is not None and q is not None:
                 value = {"relative_change": (q - b) / b if b else None, "drop": b - q, "recovery": q / b if b else None}[spec.value]
-        passed = value is not None and (value <= threshold if spec.direction == "max" else value >= threshold)
+        violates = (lambda v: v > threshold) if spec.direction == "max" else (lambda v: v < threshold)
+        passed = value is not None and not violates(value)
         vacuous = threshold >= spec.bounds[1] if spec.direction == "max" else threshold <= spec.bounds[0]
         note = f"from {found.name}" if found is not None else "not measured"
-        gates.append(GateResult(name=name, threshold=threshold, value=value, passed=passed, vacuous=vacuous, unit=spec.unit, note=note))
+        failing: list[str] = []
+        items = found.details.get("items", {}).get(spec.metric) if found is not None and spec.value == "quantized" else None
+        if items:  # a per-item gate (lm_eval's min_recovery: every task): name the items past the limit
+            failing = [i["label"] for i in items if violates(i["value"])]
+            shown = lambda i: f"{i['label']} {_unit_text(spec.unit, i['value'])}"  # noqa: E731
+            worst = (max if spec.direction == "max" else min)(items, key=lambda i: i["value"])
+            note = (f"below the limit: {', '.join(shown(i) for i in items if i['label'] in failing)}" if failing
+                    else f"every one of {len(items)} within the limit; worst {shown(worst)}") + f" (from {found.name})"
+            for row in found.details.get("table", []):
+                if isinstance(row, dict) and row.get("label") in failing:
+                    row["below"] = [*row.get("below", []), name]
+        gates.append(GateResult(name=name, threshold=threshold, value=value, passed=passed, vacuous=vacuous, unit=spec.unit, note=note,
+                                failing=failing))
     return gates
+
+
+def _unit_text(unit: str, value: float) -> str:
+    from ..units import percent, signed_percent
+
+    return percent(value) if unit == "%" else signed_percent(value) if unit == "relative" else f"{value:.4g}"
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -264,6 +329,11 @@ def validate(recipe: Recipe, *, output_dir: Path | str | None = None, progress: 
     """
     out, manifest = checked_output(recipe, output_dir)
     _check_remote_code(recipe, out)
+    from ..check import mode_problems  # custom_generate calls vs the model's signatures: before any weight loads
+    from ..recipe import problems_error
+
+    if found := mode_problems(recipe, out):
+        raise problems_error(found)
     base_dir = base_folder(recipe)
     work_root = recipe.work_path.resolve()
     work_root.mkdir(parents=True, exist_ok=True)
@@ -279,12 +349,16 @@ def validate(recipe: Recipe, *, output_dir: Path | str | None = None, progress: 
         scene = make_scene(["square", "circle", "A"], 224, random.Random(0))  # for builtin:scene images
         scene.image.save(work / "scene.png")
         results: dict[str, WorkerResult] = {}
+        jobs: dict[str, WorkerJob] = {}
         folders = {"base": base_dir, "quantized": out}
+        interleaved = recipe.validate.latency == "interleaved"
         for role in ROLES:
-            job = WorkerJob(role=role, model_dir=str(folders[role]), task=manifest.task, trust_remote_code=recipe.model.trust_remote_code,
-                            dtype=recipe.model.dtype, device=recipe.validate.device, modes=plan_.mode_jobs,
-                            warmup_runs=recipe.validate.warmup_runs, latency_runs=recipe.validate.latency_runs,
-                            scene_image=str(work / "scene.png"), evals=to_run, result_path=str(work / f"result_{role}.json"))
+            job = jobs[role] = WorkerJob(
+                role=role, model_dir=str(folders[role]), task=manifest.task, trust_remote_code=recipe.model.trust_remote_code,
+                dtype=recipe.model.dtype, device=recipe.validate.device, modes=plan_.mode_jobs,
+                warmup_runs=recipe.validate.warmup_runs, latency_runs=recipe.validate.latency_runs,
+                scene_image=str(work / "scene.png"), evals=to_run, result_path=str(work / f"result_{role}.json"),
+                timed=not interleaved)
             cached = base_cache.lookup(recipe, job, work) if role == "base" else None  # measured once (hubpub.variants)
             if cached is not None:
                 results[role] = cached
@@ -297,8 +371,11 @@ def validate(recipe: Recipe, *, output_dir: Path | str | None = None, progress: 
             if problem:
                 _write_failed_load(recipe, out, manifest, role, problem, results[role])
                 raise ValidateError(problem)
+        timing = "separate"
+        if interleaved:
+            timing = time_interleaved(jobs, results, work, work_root / "validate-timing.log", events)
         modes = {role: judge_modes(plan_, role, results[role]) for role in ROLES}
-        modelm = {role: model_metrics(folders[role], results[role], modes[role]) for role in ROLES}
+        modelm = {role: model_metrics(folders[role], results[role], modes[role], timing) for role in ROLES}
         evals_, eval_samples, eval_errors = score_evals(recipe, plan_, results, out / ASSETS_DIR, work, reused, earlier_samples)
         for job, result in zip(plan_.eval_jobs, evals_):
             if not any(n.startswith("did not run") for n in result.notes):
@@ -321,7 +398,8 @@ def validate(recipe: Recipe, *, output_dir: Path | str | None = None, progress: 
     for line in limitations:
         emit(events, Notice(STAGE, f"base limitation (fails on the base model too, not a regression): {line}", "warning"))
     if not passed:
-        broken = [f"{g.name} {_gate_value(g)} vs {g.threshold:g}" + (f" ({_regressions(modes, base_ok)})" if g.name == "min_validity" else "")
+        broken = [f"{g.name} {_gate_value(g)} vs {g.threshold:g}" + (f" ({_regressions(modes, base_ok)})" if g.name == "min_validity" else
+                                                                    f" ({g.note})" if getattr(g, "failing", None) else "")
                   for g in gates if not g.passed]
         what = "; ".join(x for x in (f"gate(s) violated: {', '.join(broken)}" if broken else "", "; ".join(eval_errors)) if x)
         error = ValidateError(f"validation failed: {what}; see the table above and {metrics_path}")
@@ -360,9 +438,12 @@ def _check_remote_code(recipe: Recipe, out: Path) -> None:
         )
 
 
-def _run(job: WorkerJob, work: Path, log: Path, events: EventSink | None) -> WorkerResult:
-    """Run one worker, turning its Progress lines into StepStarted / StepProgress / StepFinished."""
+def _run(job: Any, work: Path, log: Path, events: EventSink | None) -> Any:
+    """Run one worker (a WorkerJob, or the TimingJob of both models), turning its Progress lines
+    into StepStarted / StepProgress / StepFinished."""
     import time
+
+    who = job.role if isinstance(job, WorkerJob) else "base + quantized"
 
     current: dict[str, Any] = {"step": None, "start": 0.0}
 
@@ -372,14 +453,14 @@ def _run(job: WorkerJob, work: Path, log: Path, events: EventSink | None) -> Wor
             current["step"] = None
 
     def on_progress(p: Progress) -> None:
-        name = f"{p.step} ({job.role})"
+        name = f"{p.step} ({who})"
         if name != current["step"]:
             finish()
             current.update(step=name, start=time.perf_counter())
-            emit(events, StepStarted(STAGE, name, p.total, "mode" if p.step == "modes" else ""))
+            emit(events, StepStarted(STAGE, name, p.total, "mode" if p.step in ("modes", "timing") else ""))
         emit(events, StepProgress(STAGE, name, p.done, p.total, p.item))
 
-    current.update(step=f"load ({job.role})", start=time.perf_counter())
+    current.update(step=f"load ({who})", start=time.perf_counter())
     emit(events, StepStarted(STAGE, current["step"], 1))
     try:
         return run_worker(job, work, log, on_progress)

@@ -2,8 +2,13 @@
 
 The parent (runner.py) writes a :class:`~hubpub.validate.protocol.WorkerJob`; this process loads
 the model with the shared checkpoint loader (any missing/unexpected key is reported), runs every
-mode (timed) and every eval kind's ``run``, and writes a :class:`~hubpub.validate.protocol.WorkerResult`.
-A fresh process per model keeps memory figures honest and isolates custom code.
+mode (timed, unless ``job.timed`` is false) and every eval kind's ``run``, and writes a
+:class:`~hubpub.validate.protocol.WorkerResult`. A fresh process per model keeps memory figures
+honest and isolates custom code.
+
+``python -m hubpub.validate.worker TIMING.json`` (a :class:`~hubpub.validate.protocol.TimingJob`)
+is the interleaved timing phase instead: both models in one process, their calls of each mode
+alternating (ABBA), so latency compares the models under the same conditions (``main_timing``).
 
 Memory is the model's own: resident after load, and the peak while the modes generate, both
 above the baseline taken before loading; eval work (KL log-probs, benchmarks) runs after and is
@@ -139,7 +144,11 @@ def load(job: WorkerJob):  # type: ignore[no-untyped-def]
         processor = transformers.AutoProcessor.from_pretrained(model_dir, trust_remote_code=remote)
         tokenizer = processor.tokenizer
     else:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote)
+        from ..loading import gguf_file
+
+        gguf = gguf_file(model_dir)  # a GGUF release: the tokenizer the .gguf carries (what llama.cpp runs)
+        extra = {"gguf_file": gguf} if gguf else {}
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote, **extra)
     tokenizer.padding_side = "left"  # batched generation needs left padding
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -185,12 +194,7 @@ def run_once(mode: ModeJob, model, tokenizer, processor, images) -> tuple[list[s
     if seed is not None:
         torch.manual_seed(int(seed))
     if mode.custom_generate:
-        method = getattr(model, mode.custom_generate, None)
-        if method is None:
-            raise ValueError(f"the model has no method {mode.custom_generate!r}")
-        out = method(tokenizer=tokenizer, images=images, prompt=mode.text(), task=mode.task, **generate)
-        outputs = out if isinstance(out, list) else [out]
-        return [str(o) for o in outputs], sum(len(tokenizer(o)["input_ids"]) for o in outputs)
+        return call_custom(mode, model, tokenizer, processor, images, generate)
     batch = build_inputs(mode, model, tokenizer, processor, images)
     prompt_len = batch["input_ids"].shape[1]
     generate.setdefault("do_sample", False)
@@ -225,6 +229,49 @@ def run_once(mode: ModeJob, model, tokenizer, processor, images) -> tuple[list[s
     return outputs, new_tokens
 
 
+def custom_values(mode: ModeJob, tokenizer, processor, images, generate: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """What a mode's ``arguments`` can name (hubpub.recipe.CUSTOM_VALUES), by name."""
+    prompt = mode.prompt
+    messages = [m.model_dump() for m in prompt] if isinstance(prompt, list) else [{"role": "user", "content": mode.text()}]
+    return {"tokenizer": tokenizer, "processor": processor, "images": images, "image": images[0] if images else None,
+            "prompt": mode.text(), "messages": messages, "prompts": mode.prompts, "task": mode.task,
+            "max_new_tokens": generate.get("max_new_tokens"), "generate": dict(generate)}
+
+
+def custom_call(mode: ModeJob, tokenizer, processor, images, generate: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The keyword arguments of a custom_generate call (documented in the README, "Custom generation modes"):
+
+    - no ``arguments``: ``tokenizer``, ``images`` (PIL RGB list), ``prompt`` (text; chat turns of the
+      user joined by newlines), ``task``, then every ``generate`` argument (``max_new_tokens`` always;
+      ``seed`` is applied with torch.manual_seed, not passed);
+    - ``arguments = {param = "value"}``: exactly those parameters, each given the named value;
+    - then ``custom_kwargs``, as they are."""
+    if mode.arguments:
+        values = custom_values(mode, tokenizer, processor, images, generate)
+        kwargs = {param: values[value] for param, value in mode.arguments.items()}
+    else:
+        kwargs = {"tokenizer": tokenizer, "images": images, "prompt": mode.text(), "task": mode.task, **generate}
+    kwargs.update(mode.custom_kwargs)
+    return kwargs
+
+
+def call_custom(mode: ModeJob, model, tokenizer, processor, images, generate: dict[str, Any]) -> tuple[list[str], int]:  # type: ignore[no-untyped-def]
+    """``model.<custom_generate>(**custom_call(...))``; it must return a str or a list of str (one per output)."""
+    method = getattr(model, mode.custom_generate or "", None)
+    if not callable(method):
+        raise ValueError(f"the model ({type(model).__name__}) has no method {mode.custom_generate!r}")
+    import torch
+
+    with torch.inference_mode():
+        out = method(**custom_call(mode, tokenizer, processor, images, generate))
+    outputs = list(out) if isinstance(out, (list, tuple)) else [out]
+    if not outputs or not all(isinstance(o, str) for o in outputs):
+        got = type(out).__name__ if not isinstance(out, (list, tuple)) else f"a {type(out).__name__} of " + ", ".join(sorted({type(o).__name__ for o in out}) or ["nothing"])
+        raise ValueError(f"{type(model).__name__}.{mode.custom_generate}() returned {got}; a custom_generate method must"
+                         " return the answer as a str, or a list of str (one per output)")
+    return outputs, sum(len(tokenizer(o)["input_ids"]) for o in outputs)
+
+
 def run_mode(mode: ModeJob, model, tokenizer, processor, job: WorkerJob, timed: bool) -> ModeRun:  # type: ignore[no-untyped-def]
     """Warm-up runs, then timed runs; every latency and the last run's outputs."""
     import torch
@@ -233,17 +280,100 @@ def run_mode(mode: ModeJob, model, tokenizer, processor, job: WorkerJob, timed: 
     runs = (job.warmup_runs + job.latency_runs) if timed else 1
     result = ModeRun()
     for i in range(runs):
-        if job.device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        outputs, new_tokens = run_once(mode, model, tokenizer, processor, images)
-        if job.device == "cuda":
-            torch.cuda.synchronize()
+        outputs, new_tokens, seconds = timed_call(mode, model, tokenizer, processor, images, job.device)
         if timed and i >= job.warmup_runs:
-            result.latencies_s.append(time.perf_counter() - start)
+            result.latencies_s.append(seconds)
             result.new_tokens += new_tokens
         result.outputs = outputs
     return result
+
+
+def timed_call(mode: ModeJob, model, tokenizer, processor, images, device: str) -> tuple[list[str], int, float]:  # type: ignore[no-untyped-def]
+    """One call of a mode, timed (GPU work synchronized on both ends): (outputs, new tokens, seconds)."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    outputs, new_tokens = run_once(mode, model, tokenizer, processor, images)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return outputs, new_tokens, time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- interleaved timing
+def abba(rounds: int, roles: list[str]) -> list[list[str]]:
+    """The order of each timed round: A B, B A, A B, ... so neither model always goes first."""
+    return [list(roles) if i % 2 == 0 else list(reversed(roles)) for i in range(rounds)]
+
+
+def main_timing(job_path: str) -> int:
+    """The interleaved timing phase (protocol.TimingJob): both models loaded in this one process,
+    their calls of each mode alternating, so both are timed in the same conditions."""
+    import torch
+
+    from .protocol import TimedModel, TimingJob, TimingResult
+
+    job = TimingJob.model_validate_json(Path(job_path).read_text())
+    result = TimingResult()
+
+    def finish() -> int:
+        tmp = Path(job.result_path + ".tmp")
+        tmp.write_text(result.model_dump_json())
+        os.replace(tmp, job.result_path)
+        return 0
+
+    loaded: dict[str, Any] = {}
+    for model_job in job.models:
+        if model_job.device == "auto":
+            model_job.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if model_job.threads:
+            torch.set_num_threads(model_job.threads)
+        timed = TimedModel(role=model_job.role)
+        result.models.append(timed)
+        try:
+            model, tokenizer, processor, problems = load(model_job)
+        except Exception as exc:
+            timed.load_error = _first_line(exc)
+            return finish()
+        if problems.any():
+            timed.load_error = "the checkpoint does not load cleanly"
+            return finish()
+        loaded[model_job.role] = (model_job, model, tokenizer, processor)
+        progress("load", len(loaded), len(job.models), model_job.role)
+    roles = [m.role for m in job.models]
+    first = job.models[0]
+    t0 = time.perf_counter()
+    for n, mode in enumerate(first.modes):
+        runs: dict[str, ModeRun] = {role: ModeRun() for role in roles}
+        images = open_images(mode.images, first.scene_image)
+
+        def call(role: str, timed: bool) -> None:
+            run = runs[role]
+            if run.error is not None:
+                return
+            model_job, model, tokenizer, processor = loaded[role]
+            started = time.perf_counter() - t0
+            try:
+                _, new_tokens, seconds = timed_call(mode, model, tokenizer, processor, images, model_job.device)
+            except Exception as exc:
+                run.error = _first_line(exc)
+                return
+            if timed:
+                run.latencies_s.append(seconds)
+                run.starts_s.append(round(started, 6))
+                run.new_tokens += new_tokens
+
+        for _ in range(first.warmup_runs):
+            for role in roles:
+                call(role, timed=False)
+        for order in abba(first.latency_runs, roles):
+            for role in order:
+                call(role, timed=True)
+        for role in roles:
+            result.of(role).modes.append(runs[role])  # type: ignore[union-attr]
+        progress("timing", n + 1, len(first.modes), mode.name)
+    return finish()
 
 
 # ----------------------------------------------------------------------------- main
@@ -297,7 +427,7 @@ def main(job_path: str) -> int:
     with MemorySampler() as sampler:
         for n, mode in enumerate(job.modes, 1):
             try:
-                result.modes.append(run_mode(mode, model, tokenizer, processor, job, timed=True))
+                result.modes.append(run_mode(mode, model, tokenizer, processor, job, timed=job.timed))
             except Exception as exc:
                 result.modes.append(ModeRun(error=_first_line(exc)))
             progress("modes", n, len(job.modes), mode.name)
@@ -325,8 +455,14 @@ def main(job_path: str) -> int:
     return finish()
 
 
+def _is_timing(job_path: str) -> bool:
+    import json
+
+    return json.loads(Path(job_path).read_text()).get("kind") == "timing"
+
+
 if __name__ == "__main__":
-    code = main(sys.argv[1])
+    code = main_timing(sys.argv[1]) if _is_timing(sys.argv[1]) else main(sys.argv[1])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # skip interpreter teardown (torch's takes seconds); the result file is already written

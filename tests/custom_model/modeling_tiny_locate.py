@@ -15,6 +15,9 @@ model's own predictions (so quantizing the decoder changes them), only the forma
 * ``generate_fast``: one forward pass; ``box_head`` regresses the 4 coordinates from the last
   hidden state (parallel decoding);
 * ``generate_hybrid``: the mean of the fast and slow coordinates.
+* ``locate(image, query, tokenizer, mode="fast")``: the same decoders behind an API of the
+  model's own (one image, a query, a ``mode`` keyword), the shape of a real model's API that
+  a recipe maps with ``arguments`` / ``custom_kwargs`` instead of editing the model's code.
 
 Coordinates are on a 0-1000 scale, ordered so x1 <= x2 and y1 <= y2. Tasks: ``ground`` (one
 box), ``detect`` (two boxes; the second decoded with the first in the context), ``point``
@@ -149,3 +152,12 @@ class TinyLocateModel(PreTrainedModel):
 
     def generate_hybrid(self, tokenizer, images, prompt, task=None, **kwargs):
         return self._locate("hybrid", tokenizer, images, prompt, task, **kwargs)
+
+    # ------------------------------------------------------------------ a model's own API
+    def locate(self, image, query, tokenizer, mode="fast"):
+        """The model's own grounding call, in its own terms (one image, a query, a decoder
+        ``mode``): not hubpub's convention. A recipe reaches it with ``arguments`` and
+        ``custom_kwargs`` (see README "Custom generation modes")."""
+        if mode not in ("fast", "slow", "hybrid"):
+            raise ValueError(f"unknown mode {mode!r}: use fast, slow or hybrid")
+        return self._locate(mode, tokenizer, [image], query, "ground")

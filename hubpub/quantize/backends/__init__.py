@@ -42,6 +42,7 @@ class BackendJob:
     to_full: Callable[[str], str]  # decoder name -> name in the full checkpoint
     events: "EventSink | None" = None
     plan: "Plan | None" = None  # which linears are quantized (computed by the backend when None)
+    strict: bool = False  # a quantized linear that no calibration data reaches is an error, not a warning
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel
 
+from ...calibration.coverage import UnreachedLinears
 from ...errors import QuantizeError
 from ...events import LIBRARY_LOGGERS, EventSink, Notice, StepProgress, ThirdPartyOutput, capture_output, emit, step
 from . import BackendJob, BackendResult, dist_version
@@ -74,7 +75,8 @@ class AutoRoundBackend:
         configs: list[Any] = []
         if "awq" in self.algorithms:
             configs.append(AWQConfig(duo_scaling=s.get("duo_scaling", True), n_grid=s.get("n_grid", 20),
-                                     apply_clip=s.get("apply_clip", False), awq_seqlen=s.get("awq_seqlen"), **scheme))
+                                     apply_clip=s.get("apply_clip", False), awq_seqlen=s.get("awq_seqlen"),
+                                     mappings=s.get("awq_mappings"), **scheme))
         if self.tuned:
             extra = {k: s[k] for k in ("lr", "minmax_lr", "enable_minmax_tuning") if s.get(k) is not None}
             configs.append(SignRoundConfig(iters=q.iters, **extra, **scheme))
@@ -117,20 +119,39 @@ class AutoRoundBackend:
         from auto_round import AutoRound
 
         kwargs: dict[str, Any] = {}
+        samples: list[Any] = []
+        sources = list(calibration.sources) if calibration else []
         if calibration is not None:
-            kwargs.update(dataset=calibration.texts, nsamples=len(calibration.texts), seqlen=q.seqlen,
-                          batch_size=min(q.batch_size, len(calibration.texts)))
-        if q.blocks:
-            kwargs["to_quant_block_names"] = ",".join(plan.blocks)
+            samples = list(calibration.texts)
+            if q.calibration_hook:  # forward calls for the paths text does not reach (calibration/hook.py)
+                from ...calibration.hook import hook_calls
+
+                t = time.perf_counter()
+                calls = hook_calls(job.recipe, model, tokenizer)
+                timings["calibration_hook"] = time.perf_counter() - t
+                samples += calls
+                sources.append({"kind": "hook", "name": q.calibration_hook, "samples": len(calls),
+                                "requested": q.calibration_hook_samples or q.nsamples})
+            kwargs.update(dataset=samples, nsamples=len(samples), seqlen=q.seqlen, batch_size=min(q.batch_size, len(samples)))
+        quantized_blocks = [b for b in plan.blocks if any(n.startswith(b + ".") for n in plan.quantized)]
+        if q.blocks or quantized_blocks != plan.blocks:
+            # only the block lists holding a quantized linear: AutoRound would otherwise tune (and
+            # need calibration inputs for) a list whose linears all stay BF16, e.g. a kept ViT
+            kwargs["to_quant_block_names"] = ",".join(quantized_blocks)
+        if "awq" in self.algorithms and samples:
+            self._check_awq_mappings(model, quantized_blocks[0] + ".0", samples, tokenizer, job)
         t = time.perf_counter()
         with step(job.events, STAGE, "quantize blocks", unit="block"), _plain_llm(model, q.split is None):
             rounder = AutoRound(
                 model, tokenizer, alg_configs=self.alg_configs(job), device_map=job.device, enable_torch_compile=False,
                 seed=q.seed, low_gpu_mem_usage=q.low_gpu_mem_usage, layer_config=plan.layer_config() or None, **kwargs,
             )
-            counter = self._coverage_counter(model, plan, calibration, kwargs, q.iters)
+            counter = self._coverage_counter(model, plan, samples, kwargs, q.iters, job)
             with counter or contextlib.nullcontext():
-                rounder.quantize()
+                try:
+                    rounder.quantize()
+                except UnreachedLinears as exc:  # --strict: raised by the counter before that block is tuned
+                    raise QuantizeError(exc.message(job.to_full)) from None
         timings["quantize"] = time.perf_counter() - t
         coverage = counter.report(job.to_full) if counter else {}
         if counter and counter.unreached():
@@ -144,17 +165,32 @@ class AutoRoundBackend:
         del rounder, model
         return BackendResult(timings, job.device, len(calibration.texts) if calibration else 0, plan.kept,
                              iters=q.iters if self.tuned else 0, algorithms=list(self.algorithms), plan=plan,
-                             calibration_sources=calibration.sources if calibration else [], coverage=coverage)
+                             calibration_sources=sources, coverage=coverage)
 
-    def _coverage_counter(self, model: Any, plan: Any, calibration: Any, kwargs: dict[str, Any], iters: int) -> Any:
+    def _check_awq_mappings(self, model: Any, block: str, samples: list[Any], tokenizer: Any, job: BackendJob) -> None:
+        """Every AWQ mapping of the first block must be an equivalence (awq_check.py), before tuning."""
+        from ..awq_check import capture_block_inputs, check_mappings, refuse_broken
+
+        user = job.settings.model_dump().get("awq_mappings") if job.settings is not None else None
+        with step(job.events, STAGE, "check AWQ mappings"):
+            inputs = capture_block_inputs(model, block, samples, tokenizer, job.recipe.quantize.seqlen)
+            results = check_mappings(model, block, inputs, user, seed=job.recipe.quantize.seed)
+        refuse_broken(results, explicit=user is not None)
+        if results:
+            emit(job.events, Notice(STAGE, f"AWQ: {len(results)} mapping(s) per block, each checked to leave {block}'s output"
+                                    f" unchanged (worst {max(r.change for r in results):.1e})"))
+
+    def _coverage_counter(self, model: Any, plan: Any, samples: list[Any], kwargs: dict[str, Any], iters: int,
+                          job: BackendJob) -> Any:
         """Hooks counting the calibration tokens each quantized linear sees (None where no data is used:
-        plain RTN, and AutoRound with iters = 0)."""
-        if calibration is None or not ("awq" in self.algorithms or (self.tuned and iters > 0)):
+        plain RTN, and AutoRound with iters = 0). With ``strict`` it stops the run at the first block
+        whose first pass over the calibration set left a quantized linear without data."""
+        if not samples or not ("awq" in self.algorithms or (self.tuned and iters > 0)):
             return None
         from ...calibration.coverage import CoverageCounter
 
-        batches = -(-len(calibration.texts) // max(1, kwargs.get("batch_size", 1)))
-        return CoverageCounter(model, plan.quantized, batches)
+        batches = -(-len(samples) // max(1, kwargs.get("batch_size", 1)))
+        return CoverageCounter(model, plan.quantized, batches, blocks=plan.blocks, strict=job.strict)
 
 
 class _BlockEvents:

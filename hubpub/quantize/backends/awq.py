@@ -8,9 +8,10 @@ tuning, ``--algs awq,auto_round``).
 
 from __future__ import annotations
 
+import re
 from typing import Literal, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from . import backends
 from ._autoround import AutoRoundBackend
@@ -18,8 +19,40 @@ from .autoround import SignRoundSettings
 from pydantic import BaseModel, ConfigDict
 
 
+class AWQMapping(BaseModel):
+    """One smooth -> balance pairing, as auto-round's AWQConfig(mappings=[...]) takes it (regexes
+    searched in the module names of each block)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    smooth_layer: str = Field(description="regex of the layer whose output channels are divided, e.g. 'input_layernorm$'")
+    balance_layers: list[str] = Field(min_length=1, description="regexes of the linears it feeds, e.g. ['q_proj$', 'k_proj$']")
+
+    @field_validator("smooth_layer")
+    @classmethod
+    def _smooth_regex(cls, value: str) -> str:
+        return _regex(value)
+
+    @field_validator("balance_layers")
+    @classmethod
+    def _balance_regexes(cls, value: list[str]) -> list[str]:
+        return [_regex(v) for v in value]
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{value!r} is not a regular expression ({exc})") from None
+    return value
+
+
 class AWQSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    awq_mappings: list[AWQMapping] | None = Field(
+        None, description="the model's smooth -> balance pairs (default: auto-round's by architecture, else Llama-like);"
+        " every mapping is tested for equivalence on the first block before tuning")
 
     duo_scaling: Union[bool, Literal["both"]] = Field(True, description="scale by activations and weights (true), activations only (false), or search both")
     n_grid: int = Field(20, ge=1, description="grid points of the scale-ratio search")

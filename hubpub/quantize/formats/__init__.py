@@ -117,6 +117,7 @@ formats: Registry[ExportFormat] = Registry(
         "hubpub.quantize.formats.auto_gptq",
         "hubpub.quantize.formats.auto_awq",
         "hubpub.quantize.formats.llm_compressor",
+        "hubpub.quantize.formats.gguf",  # gguf:q4_0, gguf:q4_k_m, gguf:q8_0, ... (one llama.cpp file)
     ),
     required=("name", "display_name", "quant_method", "install_line", "refuse", "missing_requirement", "write", "load_kwargs"),
 )
