@@ -113,6 +113,9 @@ def main() -> None:
     for _ in range(repeats):  # alternating, so both see the same machine
         for latency in measured:
             measured[latency].append(_validate(recipe, env, latency))
+            wall, ratios = measured[latency][-1]
+            print(f"  run: latency = {latency}: {wall:.2f} s; quantized / base per mode: "
+                  + ", ".join(f"{m} {r:.3f}" for m, r in ratios.items()), flush=True)
 
     t = time.perf_counter()
     for folder, quantized in ((work / "out", True), (base, False)):

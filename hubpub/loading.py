@@ -46,12 +46,13 @@ def causal_lm_class(model_dir: Path, trust_remote_code: bool):  # type: ignore[n
     return transformers.AutoModelForCausalLM
 
 
-WEIGHT_GLOBS = ("*.safetensors", "*.gguf")  # what a release's weights are stored in
-
-
 def weight_files(folder: Path) -> list[Path]:
-    """The weight files of a checkpoint folder: safetensors shards, or one .gguf file."""
-    return sorted(p for pattern in WEIGHT_GLOBS for p in Path(folder).glob(pattern) if p.is_file())
+    """The weight files of a checkpoint folder: its safetensors shards, or the .gguf of a GGUF
+    release (:func:`gguf_file`; a transformers folder that also holds a .gguf counts its shards only)."""
+    gguf = gguf_file(folder)
+    if gguf is not None:
+        return [Path(folder) / gguf]
+    return sorted(p for p in Path(folder).glob("*.safetensors") if p.is_file())
 
 
 def weight_bytes(folder: Path) -> int:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 INPUTS_DIR = "hubpub_inputs"
 MAX_COPIED_BYTES = 20_000_000  # larger inputs are named with their hash instead of published
 # keys whose string values may be local paths; a value is treated as one only if it exists
-PATH_KEYS = {"source", "calibration", "file", "files", "path", "images", "template_dir", "previous", "include_path", "calibration_hook_file"}
+PATH_KEYS = {"source", "calibration", "file", "files", "path", "images", "template_dir", "previous", "include_path"}
 DROPPED_KEYS = {"output_dir"}
 
 
@@ -52,6 +52,17 @@ def _local(recipe: "Recipe", value: str) -> Path | None:
         return path if path.exists() else None
     except OSError:
         return None
+
+
+def _hook_file(recipe: "Recipe", spec: str) -> Path | None:
+    """The local .py file a calibration_hook names (None for an installed module)."""
+    from .calibration.hook import _module_file, parse_spec
+
+    try:
+        path = _module_file(recipe, parse_spec(spec)[0])
+    except ValueError:
+        return None
+    return path if path is not None and path.is_file() else None
 
 
 def plan_inputs(recipe: "Recipe") -> tuple[str, dict[str, Path]]:
@@ -92,6 +103,11 @@ def plan_inputs(recipe: "Recipe") -> tuple[str, dict[str, Path]]:
                             new = published(local)
                             if new:
                                 value[index] = new
+            elif isinstance(value, str) and dotted == "quantize.calibration_hook":
+                hook = _hook_file(recipe, value)  # "file.py:function": the file travels, the function name stays
+                new = published(hook) if hook is not None else None
+                if new:
+                    table[key] = f"{new}:{value.rsplit(':', 1)[1]}"
             elif isinstance(value, str) and key in PATH_KEYS:
                 local = _local(recipe, value)
                 if local is None:

@@ -281,7 +281,10 @@ class QuantizeSection(Section):
             from .quantize.formats.gguf import unknown_type
 
             raise ValueError(unknown_type(v))
-        formats.get(v)
+        if v not in formats:  # the GGUF types count as one choice here, "gguf:<type>"
+            from .quantize.formats.gguf import unknown_format
+
+            raise ValueError(unknown_format(v, formats.names()))
         return v
 
     @field_validator("calibration")

@@ -47,7 +47,9 @@ def _relative(out: Path, paths: list[Any]) -> list[str]:
 def _quantize_key(ctx: StageContext) -> str:
     from .source import locate_source
 
-    return digest(ctx.recipe.section_hash("model", "quantize"), locate_source(ctx.recipe).fingerprint)
+    from .calibration import input_digest
+
+    return digest(ctx.recipe.section_hash("model", "quantize"), locate_source(ctx.recipe).fingerprint, input_digest(ctx.recipe))
 
 
 def _quantize_outputs(ctx: StageContext, result: Any = None) -> list[str]:

@@ -560,6 +560,7 @@ def release_family(
     tag: str | None = None,
     events: "EventSink | None" = None,
     on_variant: Callable[[str], None] | None = None,
+    strict: bool = False,
 ) -> FamilyResult:
     """Release every variant (or only ``variant``): build and validate each, then card and push each
     with the family table in its card, then write <output_dir>/README.md with the table.
@@ -609,7 +610,7 @@ def release_family(
                 on_variant(name)
             try:
                 release(r, from_stage=first_phase_from, until_stage=measure_until, push=False, force=force,
-                        endpoint=endpoint, tag=_tag_for(recipe, name, tag), events=events)
+                        endpoint=endpoint, tag=_tag_for(recipe, name, tag), events=events, strict=strict)
             except ValidateError as exc:
                 failed.append(f"{name}: {exc}")
     table = family_table(recipe, every, endpoint=endpoint)

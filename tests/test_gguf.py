@@ -26,7 +26,35 @@ latency_runs = 1
 """
 
 
-def make_gguf_qwen2(out_dir: Path, steps: int = 40, seed: int = 0) -> Path:
+# Qwen2's own pre-tokenizer split (its tokenizer.json): what llama.cpp calls the "qwen2" pre-tokenizer
+# and what transformers' GGUF reader rebuilds for a qwen2 file, so the .gguf's tokenizer is the base's.
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+               r"|\s+(?!\S)|\s+")
+
+
+def build_qwen2_tokenizer(out_dir: Path, vocab_size: int = 1024):
+    """A byte-level BPE trained on the corpus with Qwen2's pre-tokenizer (tiny_models.build_tokenizer
+    uses plain ByteLevel splitting, which a GGUF file cannot name)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=tiny_models.SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([tiny_models.corpus_text(200_000)], trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token=None, pad_token="<|pad|>", unk_token=None)
+    fast.chat_template = tiny_models.CHAT_TEMPLATE
+    fast.padding_side = "left"
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def make_gguf_qwen2(out_dir: Path, steps: int = 60, seed: int = 0) -> Path:
     """A 2-layer Qwen2 sized for GGUF blocks (hidden 256, intermediate 512: multiples of the
     k-quant super-block of 256 and of the 32-weight blocks of q4_0 / q8_0), trained a little."""
     import torch
@@ -34,7 +62,7 @@ def make_gguf_qwen2(out_dir: Path, steps: int = 40, seed: int = 0) -> Path:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tok = tiny_models.build_tokenizer(out_dir)
+    tok = build_qwen2_tokenizer(out_dir)
     cfg = tiny_models.qwen2_text_config(len(tok), hidden_size=256, intermediate_size=512,
                                         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id)
     model = Qwen2ForCausalLM(cfg)
@@ -52,10 +80,10 @@ def gguf_qwen2(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_pre_tokenizer(gguf_qwen2):
-    """llama.cpp's converter knows a BPE tokenizer by the hash of its pre-tokenizer's output; the
-    tiny trained one is in no table. For THIS fixture's tokenizer only (its vocabulary size), the
-    converter is told it is "gpt2" (the byte-level pre-tokenizer it is built with); any other
-    tokenizer still gets the converter's own answer."""
+    """llama.cpp's converter knows a BPE tokenizer by the hash of its pre-tokenizer's output on a
+    test text, which depends on the vocabulary: the tiny trained one is in no table. For THIS
+    fixture's vocabulary only, the converter is told "qwen2" (the pre-tokenizer it is built with);
+    any other tokenizer still gets the converter's own answer."""
     from auto_round.export.export_to_gguf.llama_cpp_conversion import get_conversion
 
     from hubpub.quantize.formats.gguf import apply_gguf_shim
@@ -74,7 +102,7 @@ def tiny_pre_tokenizer(gguf_qwen2):
         except NotImplementedError:
             if tokenizer.get_vocab() != expected:
                 raise
-            return "gpt2"
+            return "qwen2"
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(base, "get_vocab_base_pre", pre)
@@ -221,8 +249,8 @@ def test_gguf_loads_back_with_transformers_and_q8_is_closer_than_q4(released, gg
         assert model.dtype == torch.bfloat16
         gguf_tok = AutoTokenizer.from_pretrained(out, gguf_file=name)  # the tokenizer the file carries
         assert gguf_tok.get_vocab() == tok.get_vocab() and gguf_tok.chat_template == tok.chat_template
-        sentence = "The import statement is used to load a module"
-        assert gguf_tok(sentence).input_ids == tok(sentence).input_ids
+        text = tok.decode(ids[0])  # contractions, digits, punctuation: the same ids as the base's tokenizer
+        assert gguf_tok(text, add_special_tokens=False).input_ids == tok(text, add_special_tokens=False).input_ids
         with torch.no_grad():
             got = model(ids).logits.float().log_softmax(-1)
         kl[fmt] = float((ref.exp() * (ref - got)).sum(-1).mean())
@@ -245,6 +273,10 @@ file = "builtin:pydoc"
 seqlen = 64
 max_samples = 2
 
+[card]
+base_model = "me/Tiny"
+license = "apache-2.0"
+
 [push]
 repo_id = "me/Tiny-GGUF"
 """).read_text().replace(f'output_dir = "{tmp_path / "gguf_q4_0"}"', f'output_dir = "{out}"'))
@@ -258,6 +290,8 @@ repo_id = "me/Tiny-GGUF"
     result = run_cli("card", str(recipe))
     assert result.exit_code == 0, result.output
     card = (out / "README.md").read_text()
+    assert card.split("\n# ", 1)[1].startswith("Tiny RTN GGUF Q4_0\n")
+    assert "transformers dequantized the GGUF weights on load" in card  # its memory / latency are not llama.cpp's
     assert "llama-cli -m Tiny-Q4_0.gguf" in card
     assert "ollama run hf.co/me/Tiny-GGUF:Q4_0" in card
     assert 'gguf_file="Tiny-Q4_0.gguf"' in card

@@ -193,13 +193,24 @@ def test_the_hook_reaches_every_generation_linear_and_makes_them_differ_from_rtn
     def same(name: str) -> bool:
         return all(awq[f"{name}.{t}"].equal(plain[f"{name}.{t}"]) for t in ("qweight", "qzeros", "scales"))
 
+    base = _tensors(tiny_mot)
+    feeds = {"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+             "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj"),
+             "input_layernorm_moe_gen": ("self_attn.q_proj_moe_gen", "self_attn.k_proj_moe_gen", "self_attn.v_proj_moe_gen"),
+             "post_attention_layernorm_moe_gen": ("mlp_moe_gen.gate_proj", "mlp_moe_gen.up_proj")}
+    scaled_gen = 0
     for layer in range(2):
-        for lin in GEN_LINEARS + UND_LINEARS:
-            name = f"{BLOCKS}.{layer}.{lin}"
-            if lin.endswith(("o_proj", "o_proj_moe_gen", "down_proj")):  # no AWQ mapping feeds them (Lance's min-max)
-                assert same(name), name
-            else:  # AWQ's scales, searched on the calibration activations of each path
-                assert not same(name), name
+        prefix = f"{BLOCKS}.{layer}."
+        for lin in ("self_attn.o_proj", "self_attn.o_proj_moe_gen", "mlp.down_proj", "mlp_moe_gen.down_proj"):
+            assert same(prefix + lin), lin  # no AWQ mapping feeds them: plain min-max, as Lance's o_proj / down_proj
+        for norm, linears in feeds.items():
+            # AWQ searched scales on the activations that reached this path; where its grid kept them at 1
+            # the norm is unchanged and its linears are RTN's
+            scaled = not awq[f"{prefix}{norm}.weight"].equal(base[f"{prefix}{norm}.weight"])
+            scaled_gen += scaled and norm.endswith("_moe_gen")
+            for lin in linears:
+                assert same(prefix + lin) is not scaled, (norm, lin)
+    assert scaled_gen >= 2  # the hook's calls reached the generation path and AWQ used them
 
 
 def test_v2_with_group_64_shows_the_v1_to_v2_table_from_the_hub(v1, project, tiny_mot, hub, monkeypatch):
@@ -318,3 +329,18 @@ def test_split_extracts_the_decoder_through_the_models_own_decoder_class(tiny_mo
     refused = CliRunner().invoke(cli, ["quantize", str(recipe), "--no-progress", "--force"])
     assert refused.exit_code == 1
     assert "model.trust_remote_code" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_the_hook_is_published_beside_the_recipe_and_its_code_is_part_of_the_quantize_key(v1, tiny_mot, tmp_path):
+    from hubpub.quantize import recipe_hash
+
+    published = (v1 / "hubpub_recipe.toml").read_text()
+    assert 'calibration_hook = "hubpub_inputs/mot_calibration.py:generation_calls"' in published
+    assert (v1 / "hubpub_inputs" / "mot_calibration.py").read_bytes() == HOOK.read_bytes()
+    # editing the hook re-runs quantize: its content is in the key, like the calibration files'
+    shutil.copy(HOOK, tmp_path / HOOK.name)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(lance_recipe(tiny_mot, name="key"))
+    before = recipe_hash(load_recipe(recipe), "fp")
+    (tmp_path / HOOK.name).write_text(HOOK.read_text().replace("a lighthouse at night", "a lighthouse at dawn"))
+    assert recipe_hash(load_recipe(recipe), "fp") != before

@@ -68,7 +68,8 @@ def test_backend_settings_are_validated_and_hashed(write_recipe, tmp_path):
     from hubpub.quantize import recipe_hash
 
     a = load_recipe(write_recipe('[model]\nsource = "org/m"\n[quantize]\nmethod = "awq"\nduo_scaling = "both"\nn_grid = 5\n', "a.toml"))
-    assert a.quantize.settings.model_dump() == {"duo_scaling": "both", "n_grid": 5, "apply_clip": False, "awq_seqlen": None}
+    assert a.quantize.settings.model_dump() == {"duo_scaling": "both", "n_grid": 5, "apply_clip": False, "awq_seqlen": None,
+                                                "awq_mappings": None}
     b = load_recipe(write_recipe('[model]\nsource = "org/m"\n[quantize]\nmethod = "awq"\nduo_scaling = "both"\nn_grid = 6\n', "b.toml"))
     assert recipe_hash(a, "x") != recipe_hash(b, "x")  # a backend-only key changes the cache key
     default = load_recipe(write_recipe('[model]\nsource = "org/m"\n', "c.toml"))
@@ -213,13 +214,23 @@ def test_quantize_with_a_plugin_backend(demo_plugin, tiny_qwen2, tmp_path, write
 
 
 def test_lance_recipe_parses_and_checks():
+    """recipes/lance-3b.toml (for a GPU machine with Hub access): offline, `hubpub check` finds only
+    the Hub dataset it cannot reach; its calibration hook imports and its AWQ mappings parse."""
     from pathlib import Path
+
+    from hubpub.calibration.hook import load_hook
 
     path = Path(__file__).resolve().parents[1] / "recipes" / "lance-3b.toml"
     recipe = load_recipe(path)
     q = recipe.quantize
     assert (q.method, q.bits, q.group_size, q.sym, q.format, q.split) == ("awq", 4, 128, False, "auto_awq", None)
-    assert recipe.model.trust_remote_code and q.settings.n_grid == 20
-    assert {"time_embedder*", "latent_pos_embed*", "lm_head"} <= set(q.keep_bf16)
+    assert recipe.model.trust_remote_code and q.settings.n_grid == 20 and q.blocks == ["language_model.model.layers"]
+    assert {"time_embedder*", "latent_pos_embed*", "language_model.lm_head"} <= set(q.keep_bf16)
+    assert callable(load_hook(recipe))
+    smooth = [m.smooth_layer for m in q.settings.awq_mappings]
+    assert smooth == ["input_layernorm$", "input_layernorm_moe_gen$", "post_attention_layernorm$", "post_attention_layernorm_moe_gen$"]
     result = run_cli("check", str(path))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == (
+        f"{path}:28: quantize.calibration[0].source: hf:NeelNanda/pile-10k is not in the local datasets cache and"
+        " HF_HUB_OFFLINE=1; load it once online (unset HF_HUB_OFFLINE) or use a local .jsonl / .parquet file or dataset folder")

@@ -25,7 +25,7 @@ MALFORMED = [
     ('bits_type', '[model]\nsource = "org/m"\n[quantize]\nbits = "four"\n', ":4: quantize.bits: must be a whole number (got 'four')"),
     ('unknown_key', '[model]\nsource = "org/m"\n[quantize]\ngroupsize = 64\n', ":4: quantize.groupsize: unknown field; did you mean 'group_size'?"),
     ('unknown_section', '[model]\nsource = "org/m"\n[quantise]\nbits = 4\n', ":3: quantise: unknown field; did you mean 'quantize'?"),
-    ('format', '[model]\nsource = "org/m"\n[quantize]\nformat = "gptq"\n', ":4: quantize.format: unknown format 'gptq'; did you mean 'auto_gptq'? (installed: auto_awq, auto_gptq, auto_round, llm_compressor)"),
+    ('format', '[model]\nsource = "org/m"\n[quantize]\nformat = "gptq"\n', ":4: quantize.format: unknown format 'gptq'; did you mean 'auto_gptq'? (installed: auto_awq, auto_gptq, auto_round, gguf:<type>, llm_compressor)"),
     ('group_size', '[model]\nsource = "org/m"\n[quantize]\ngroup_size = 100\n', ':4: quantize.group_size: must be -1 (per channel) or a power of two >= 16, e.g. 32, 64, 128 (got 100)'),
     ('method', '[model]\nsource = "org/m"\n[quantize]\nmethod = "gptq"\n', ":4: quantize.method: unknown quantize backend 'gptq' (installed: autoround, awq, awq+autoround, rtn)"),
     ('iters', '[model]\nsource = "org/m"\n[quantize]\niters = -5\n', ':4: quantize.iters: must be >= 0 (got -5)'),

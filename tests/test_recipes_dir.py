@@ -36,20 +36,3 @@ def test_multimodal_recipes_split_the_decoder():
         assert recipe.quantize.split is not None and recipe.quantize.split.prefix == prefix
         assert recipe.quantize.group_size == 128 and recipe.quantize.iters == 200
 
-
-def test_lance_recipe_quantizes_both_paths_with_its_hook_and_checked_mappings():
-    """recipes/lance-3b.toml (for a GPU machine with Hub access): offline, `hubpub check` finds only
-    the Hub dataset it cannot reach; its calibration hook imports and its AWQ mappings parse."""
-    from hubpub.calibration.hook import load_hook
-    from hubpub.check import check_recipe
-
-    path = next(p for p in RECIPES if p.name == "lance-3b.toml")
-    recipe = load_recipe(path)
-    q = recipe.quantize
-    assert q.method == "awq" and q.group_size == 128 and not q.sym and q.blocks == ["language_model.model.layers"]
-    assert recipe.model.trust_remote_code and callable(load_hook(recipe))
-    smooth = [m.smooth_layer for m in q.settings.awq_mappings]
-    assert smooth == ["input_layernorm$", "input_layernorm_moe_gen$", "post_attention_layernorm$", "post_attention_layernorm_moe_gen$"]
-    problems = check_recipe(path)
-    assert [(p.field, p.message.split(" is not in the local datasets cache")[0]) for p in problems] == [
-        ("quantize.calibration[0].source", "hf:NeelNanda/pile-10k")]

@@ -271,3 +271,34 @@ def test_reproduce_on_jobs_bad_input_starts_no_job(published, tmp_path, monkeypa
     assert result.exit_code == 1
     assert result.output == expected
     assert set(_jobs(hub)) == before  # refused before any job was started
+
+
+def test_ctrl_c_during_a_reproduce_job_cancels_it(published, tmp_path):
+    import _thread
+    import threading
+
+    import click
+
+    hub, _ = published
+    before = set(_jobs(hub))
+    seen = threading.Event()
+    real_echo = click.echo
+
+    def echo(message=None, *args, **kwargs):
+        real_echo(message, *args, **kwargs)
+        if isinstance(message, str) and message.startswith("hubpub job:") and not seen.is_set():
+            seen.set()
+            _thread.interrupt_main()  # what Ctrl-C does
+
+    click.echo = echo
+    try:
+        result = CliRunner().invoke(cli, ["reproduce", f"{REPO_ID}@v1", "--on", "hf-jobs", "--endpoint", hub.endpoint,
+                                          "--out", str(tmp_path / "r")])
+    finally:
+        click.echo = real_echo
+    assert seen.is_set()
+    (job_id,) = set(_jobs(hub)) - before
+    assert result.exit_code == 130, result.output
+    assert f"canceled job {job_id}" in result.output  # no terminal to ask: cancel, leave nothing running
+    assert _jobs(hub)[job_id]["status"]["stage"] == "CANCELED"
+    assert not (tmp_path / "r").exists()

@@ -145,5 +145,27 @@ def build_calibration(recipe: "Recipe", tokenizer: Any) -> Calibration:
                        available=len(texts), sources=records)
 
 
-__all__ = ["HELD_OUT_TOPICS", "Calibration", "Entry", "allocate", "build_calibration", "entries", "local_sources",
+def input_digest(recipe: "Recipe") -> str:
+    """sha256 over the contents of the local files quantize reads besides the model: calibration
+    files / folders and the calibration hook's module. Part of the quantize cache key, so editing
+    one re-runs quantize (the recipe text alone does not change)."""
+    import hashlib
+
+    from .hook import _module_file, parse_spec
+    from .sources import _sha256
+
+    q = recipe.quantize
+    paths = [] if q.method == "rtn" else [recipe.resolve(value) for _, value in local_sources(recipe)]
+    if isinstance(q.calibration, str) and q.method != "rtn" and q.calibration != "builtin:pydoc":
+        paths.append(recipe.resolve(q.calibration))
+    if q.calibration_hook:
+        hook = _module_file(recipe, parse_spec(q.calibration_hook)[0])
+        if hook is not None:
+            paths.append(hook)
+    if not paths:
+        return ""
+    return hashlib.sha256("\n".join(f"{_sha256(p) or 'missing'}" for p in paths).encode()).hexdigest()
+
+
+__all__ = ["HELD_OUT_TOPICS", "Calibration", "Entry", "allocate", "build_calibration", "entries", "input_digest", "local_sources",
            "path_problems", "read_source", "read_texts", "source_problem"]

@@ -45,6 +45,8 @@ DEFAULT_PROMPT = "Explain in one sentence what weight quantization does."
 
 
 def scheme(manifest: Manifest) -> str:
+    if manifest.format.startswith("gguf:"):  # the file type names the scheme: "GGUF Q4_K_M"
+        return f"GGUF {manifest.format.split(':', 1)[1].upper()}"
     return f"W{manifest.bits}A16"
 
 
@@ -342,7 +344,8 @@ def runtimes_tested(manifest: Manifest, metrics: Metrics | None) -> list[dict[st
         return out
     if device != "cuda":
         out.append({"name": "CUDA kernels", "status": "not tested here (validate ran without a GPU)"})
-    out.append({"name": "vLLM", "status": "not tested here (hubpub does not run vLLM; it needs a CUDA GPU)"})
+    out.append({"name": "vLLM", "status": "not tested here (hubpub does not run vLLM)" if device == "cuda"
+                else "not tested here (vLLM needs a CUDA GPU; validate ran without one)"})
     return out
 
 
@@ -434,7 +437,12 @@ def caveats(recipe: Recipe, manifest: Manifest, metrics: Metrics) -> list[str]:
     device = str(metrics.environment.get("device", ""))
     if not memory_kind.startswith("cuda") and metrics.quantized.peak_memory_bytes is not None:
         notes.append(f"Memory and latency were measured on {device or 'CPU'}; GPU numbers differ.")
-    if runtime(metrics)["cpu_note"]:
+    if manifest.format.startswith("gguf:"):  # validate ran the file through transformers, not llama.cpp
+        notes.append(
+            "transformers dequantized the GGUF weights on load (to BF16, like the base): the quality figures are the"
+            " file's, but its memory and latency figures describe that dense model, not llama.cpp running the file."
+        )
+    elif runtime(metrics)["cpu_note"]:
         backend = metrics.quantized.quant_backend or "the default kernel"
         notes.append(
             f"On this CPU the quantized layers ran through `{backend}`, and the quantized model was slower or larger at runtime"

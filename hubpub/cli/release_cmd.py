@@ -76,11 +76,10 @@ def release_command(
 
     console = Console(highlight=False, soft_wrap=True)  # URLs stay on one line
     loaded = load(recipe)
-    if strict and (loaded.variants or variant):
-        raise click.UsageError("--strict is not supported with [[variant]] recipes yet; run `hubpub quantize --strict` per variant")
     if loaded.variants or variant:
         return _release_family(console, loaded, variant=variant, from_stage=from_stage, until_stage=until_stage,
-                               push=not no_push, dry_run=dry_run, force=force, endpoint=endpoint, tag=tag, verbose=verbose)
+                               push=not no_push, dry_run=dry_run, force=force, endpoint=endpoint, tag=tag, verbose=verbose,
+                               strict=strict)
     from ..errors import ValidateError
 
     try:

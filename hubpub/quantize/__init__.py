@@ -44,9 +44,13 @@ class QuantizeResult:
 
 
 def recipe_hash(recipe: "Recipe", fingerprint: str) -> str:
+    from ..calibration import input_digest
+
     settings = recipe.quantize.settings
     extra = "" if settings is None else json.dumps(settings.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(f"{recipe.section_hash('model', 'quantize')}\n{fingerprint}{extra and chr(10) + extra}".encode()).hexdigest()
+    inputs = input_digest(recipe)  # calibration files and the hook's code, by content
+    return hashlib.sha256(f"{recipe.section_hash('model', 'quantize')}\n{fingerprint}{extra and chr(10) + extra}"
+                          f"{inputs and chr(10) + inputs}".encode()).hexdigest()
 
 
 def check_requirements(recipe: "Recipe") -> None:

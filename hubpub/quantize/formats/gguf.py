@@ -93,6 +93,17 @@ def unknown_type(value: str) -> str:
     return f"unknown GGUF type {wanted!r}{hint} (hubpub exports {', '.join('gguf:' + t for t in TYPES)})"
 
 
+def unknown_format(value: str, names: list[str]) -> str:
+    """The registry's "unknown format" line, with the GGUF types folded into one "gguf:<type>"."""
+    import difflib
+
+    others = [n for n in names if not n.startswith("gguf:")]
+    shown = sorted(others + (["gguf:<type>"] if len(others) < len(names) else []))
+    close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown format {value!r}{hint} (installed: {', '.join(shown)})"
+
+
 # ----------------------------------------------------------------------------- the converter
 def _converter_dir() -> Path | None:
     """auto-round's bundled llama.cpp converter (found without importing auto_round)."""
