@@ -54,6 +54,24 @@ def _local(recipe: "Recipe", value: str) -> Path | None:
         return None
 
 
+def _as_variant(doc: Any, name: str, sections: dict[str, dict[str, Any]]) -> None:
+    """The family recipe as the single recipe that makes variant ``name``: its overrides written
+    into [quantize] / [push] / [card], the [[variant]], [family] and [sweep] tables dropped (so
+    `hubpub reproduce` and a reader of this variant's repo see exactly what made it)."""
+    import tomlkit
+
+    for key in ("variant", "family", "sweep"):
+        if key in doc:
+            del doc[key]
+    for section, values in sections.items():
+        if section not in doc:
+            doc[section] = tomlkit.table()
+        table = doc[section]
+        for key, value in values.items():
+            if key not in table or table[key] != value:
+                table[key] = value
+
+
 def _hook_file(recipe: "Recipe", spec: str) -> Path | None:
     """The local .py file a calibration_hook names (None for an installed module)."""
     from .calibration.hook import _module_file, parse_spec
@@ -70,6 +88,8 @@ def plan_inputs(recipe: "Recipe") -> tuple[str, dict[str, Path]]:
     import tomlkit
 
     doc = tomlkit.parse(recipe.text)
+    if getattr(recipe, "_variant", None) is not None:
+        _as_variant(doc, *recipe._variant)
     copies: dict[str, Path] = {}
 
     def published(path: Path) -> str | None:
@@ -125,6 +145,8 @@ def plan_inputs(recipe: "Recipe") -> tuple[str, dict[str, Path]]:
     text = tomlkit.dumps(doc)
     if not recipe.text.startswith("\n"):
         text = text.lstrip("\n")  # a dropped first key leaves its blank line behind
+    if getattr(recipe, "_variant", None) is not None:
+        text = f"# variant {recipe._variant[0]!r} of a family recipe, its [[variant]] overrides applied\n" + text
     return text, copies
 
 

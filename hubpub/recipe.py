@@ -802,6 +802,9 @@ class Recipe(Section):
     # and the family table the cards show
     _shared_work: Path | None = PrivateAttr(default=None)
     _family: Any = PrivateAttr(default=None)
+    # a [[variant]] expanded into a plain recipe: (name, its effective [quantize] / [push] / [card]);
+    # its published hubpub_recipe.toml is that single recipe (hubpub.portable)
+    _variant: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _variants_fit(self, info: Any) -> "Recipe":

@@ -160,6 +160,7 @@ def expand_variants(recipe: "Recipe") -> list["Recipe"]:
         built._path = recipe.path
         built._text = recipe.text
         built._shared_work = recipe.work_path
+        built._variant = (variant.name, {k: d[k] for k in ("quantize", "push", "card") if k in d})
         out.append(built)
     return out
 

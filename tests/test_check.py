@@ -249,7 +249,9 @@ def test_split_group_size_is_checked_on_the_decoder(two_part_checkpoint, write_r
 def test_shipped_recipes_pass_the_offline_checks():
     repo = Path(__file__).resolve().parent.parent
     for path in sorted((repo / "recipes").glob("*.toml")):
-        problems = [p for p in check_recipe(path, model=False) if p.field not in ("model.source", "model.gguf_file")]
+        # what needs the Hub (the model, AutoRound's usual hf: corpus) is not checkable offline
+        problems = [p for p in check_recipe(path, model=False) if p.field not in ("model.source", "model.gguf_file")
+                    and "is not in the local datasets cache and HF_HUB_OFFLINE=1" not in p.message]
         assert problems == [], problems
 
 
