@@ -123,6 +123,9 @@ class ModelMetrics(BaseModel):
     tokens_per_s: float | None = None
     validity: float | None = None  # fraction of modes whose output passed its checks
     quant_backend: str | None = None  # the module class that runs the quantized layers
+    # other runtimes the modes ran in besides transformers, e.g. {"llama.cpp": {"version", "passed",
+    # "problem", "latency_s"}} for a GGUF release when llama-cpp-python is installed
+    runtimes: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class ModeResult(BaseModel):

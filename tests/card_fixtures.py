@@ -314,13 +314,18 @@ def lm_eval_metrics() -> Metrics:
         {"task": "arc_easy", "metric": "acc", "base": 0.7412, "quantized": 0.7336, "recovery": 0.7336 / 0.7412,
          "base_stderr": 0.0090, "quantized_stderr": 0.0091},
         {"task": "hubpub_tiny_mc", "metric": "acc", "base": 0.8125, "quantized": 0.75, "recovery": 0.75 / 0.8125,
-         "base_stderr": 0.1008, "quantized_stderr": 0.1118},
+         "base_stderr": 0.1008, "quantized_stderr": 0.1118, "label": "hubpub_tiny_mc acc", "below": ["min_recovery"]},
     ]
+    table[0].update(label="arc_easy acc", below=[])
+    lowest = min(t["recovery"] for t in table)
     metrics.evals.append(Metrics.model_validate({**metrics.model_dump(), "evals": [{
         "name": "benchmarks", "kind": "lm_eval",
         "metrics": {"recovery": {"quantized": (table[0]["recovery"] + table[1]["recovery"]) / 2},
+                    "min_task_recovery": {"quantized": lowest},
                     **{f"{t['task']}:acc": {"base": t["base"], "quantized": t["quantized"]} for t in table}},
         "display": {"recovery": {"label": "Mean recovery (lm-eval)", "unit": "%", "digits": 1, "delta": "points"},
+                    "min_task_recovery": {"label": "Lowest task recovery (lm-eval)", "unit": "%", "digits": 1, "delta": "points",
+                                          "headline": False},
                     **{f"{t['task']}:acc": {"label": f"{t['task']} acc", "digits": 4, "headline": False} for t in table}},
         "details": {
             "table": table, "lm_eval_version": "0.4.13", "num_fewshot": None, "limit": 200,
@@ -330,8 +335,8 @@ def lm_eval_metrics() -> Metrics:
                       {"task": "hubpub_tiny_mc", "dataset_path": "json", "version": "1.0", "samples": 16}],
         },
     }]}).evals[0])
-    metrics.gates.append(GateResult(name="min_recovery", threshold=0.97, value=metrics.evals[-1].metrics["recovery"]["quantized"],
-                                    passed=False, unit="%", note="from benchmarks"))
+    metrics.gates.append(GateResult(name="min_recovery", threshold=0.97, value=lowest, passed=False, unit="%",
+                                    note="below the limit: hubpub_tiny_mc acc 92.3 % (from benchmarks)"))
     metrics.passed = False
     return metrics
 

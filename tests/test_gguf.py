@@ -3,7 +3,6 @@ converter (auto-round's bundled copy), the .gguf loaded back by transformers, va
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -111,7 +110,7 @@ def tiny_pre_tokenizer(gguf_qwen2):
 
 def recipe_for(root: Path, source: Path, fmt: str, extra: str = "") -> Path:
     bits = 8 if fmt == "gguf:q8_0" else 4
-    sym = "false" if fmt in ("gguf:q4_1",) else "true"
+    sym = "false" if fmt in ("gguf:q4_1", "gguf:q4_k_m") else "true"
     path = root / f"{fmt.replace(':', '_')}.toml"
     path.write_text(f'output_dir = "{root / fmt.replace(":", "_")}"\n[model]\nsource = "{source}"\nname = "Tiny"\n'
                     f'[quantize]\nmethod = "rtn"\nformat = "{fmt}"\nbits = {bits}\ngroup_size = 32\nsym = {sym}\n{FAST}{extra}')
@@ -132,7 +131,7 @@ def quantize_to(root: Path, source: Path, fmt: str, extra: str = "") -> Path:
 @pytest.fixture(scope="module")
 def released(gguf_qwen2, tiny_pre_tokenizer, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("gguf_out")
-    return {fmt: quantize_to(root, gguf_qwen2, fmt) for fmt in ("gguf:q4_0", "gguf:q8_0")}
+    return {fmt: quantize_to(root, gguf_qwen2, fmt) for fmt in ("gguf:q4_0", "gguf:q8_0", "gguf:q4_k_m")}
 
 
 def run_cli(*args: str):
@@ -161,19 +160,6 @@ def test_gguf_type_fixes_the_scheme(tmp_path, write_recipe):
         load_recipe(path)
     path = write_recipe(f'[model]\nsource = "{tmp_path}"\n[quantize]\nmethod = "rtn"\nformat = "gguf:q4_0"\n')  # group_size 128
     with pytest.raises(RecipeError, match=r"set bits = 4, group_size = 32, sym = true$"):
-        load_recipe(path)
-
-
-def test_k_quants_need_a_backend_that_runs_the_gguf_scheme(tmp_path, write_recipe):
-    from hubpub.quantize.backends import backends
-
-    path = write_recipe(f'[model]\nsource = "{tmp_path}"\n[quantize]\nmethod = "rtn"\nformat = "gguf:q4_k_m"\n'
-                        'group_size = 32\nsym = false\n')
-    if getattr(backends.get("rtn"), "honours_autoround_scheme", False):
-        assert load_recipe(path).quantize.format == "gguf:q4_k_m"
-        return
-    with pytest.raises(RecipeError, match=r"format 'gguf:q4_k_m' needs AutoRound's GGUF:Q4_K_M scheme .* method 'rtn' "
-                                          r"does not pass to AutoRound yet; use 'gguf:q4_0', 'gguf:q4_1', 'gguf:q8_0'$"):
         load_recipe(path)
 
 
@@ -224,8 +210,20 @@ def test_release_is_the_gguf_file_with_its_tensors_accounted(released, gguf_qwen
         # every base tensor is in some group (mapped through llama.cpp's tensor names)
         assert sum(g.bytes_before for g in manifest.groups) == manifest.bytes_before
         layers = {g.dtype for g in manifest.groups if g.pattern.startswith("model.layers.*.mlp.")}
-        assert layers == {label}
+        # q4_k_m is a mix, as llama.cpp makes it: Q4_K, with Q6_K for some down projections
+        assert layers == ({"Q4_K", "Q6_K"} if label == "Q4_K_M" else {label})
         assert manifest.linears_quantized == 2 * 7 + 2  # 7 linears per block, plus embeddings and output head
+
+
+def test_k_quants_run_on_autorounds_gguf_scheme(released):
+    """q4_k_m: AutoRound quantizes on its GGUF:Q4_K_M scheme (super-blocks, Q6_K / Q5_K where llama.cpp's
+    q4_k_m puts them), so the file holds real k-quant tensors, not Q4_0 under another name."""
+    from hubpub.quantize.formats.gguf import gguf_tensor_types
+
+    (path,) = released["gguf:q4_k_m"].glob("*.gguf")
+    types = set(gguf_tensor_types(path).values())
+    assert "Q4_K" in types and "Q4_0" not in types
+    assert Manifest.read(released["gguf:q4_k_m"] / MANIFEST).format == "gguf:q4_k_m"
 
 
 def test_gguf_loads_back_with_transformers_and_q8_is_closer_than_q4(released, gguf_qwen2):

@@ -23,7 +23,7 @@ from typing import Any
 from .. import __version__
 from ..artifacts import ASSETS_DIR, MANIFEST, METRICS, EvalResult, GateResult, Manifest, Metrics, ModelMetrics, ModeResult, Sample
 from ..errors import ValidateError
-from ..events import EventSink, Notice, StepFinished, StepProgress, StepStarted, emit
+from ..events import EventSink, Notice, StepFinished, StepProgress, StepStarted, emit, step
 from ..recipe import Mode, Recipe
 from .evals import PrepareContext, ScoreContext, eval_kinds, gate_specs
 from .grounding import make_scene
@@ -321,6 +321,24 @@ def _unit_text(unit: str, value: float) -> str:
 
 
 # ----------------------------------------------------------------------------- the stage
+def llama_cpp_runtime(out: Path, mode_jobs: list[Any], events: EventSink | None) -> dict[str, dict[str, Any]]:
+    """A GGUF release's modes run through llama.cpp itself when llama-cpp-python is installed (the card
+    then says "tested with llama.cpp"); {} when it is not (the card says "not tested here")."""
+    from ..quantize.formats.gguf import llama_cpp_version, run_llama_cpp_modes
+
+    version = llama_cpp_version()
+    files = sorted(out.glob("*.gguf"))
+    if version is None or len(files) != 1:
+        return {}
+    with step(events, STAGE, "modes in llama.cpp"):
+        ran = run_llama_cpp_modes(files[0], mode_jobs)
+    problems = [f"{m['name']}: {m['error'] or 'empty output'}" for m in ran["modes"]
+                if m.get("error") or not any(str(o).strip() for o in m.get("outputs") or [])]
+    latencies = [m["latency_s"] for m in ran["modes"] if m.get("latency_s") is not None]
+    return {"llama.cpp": {"version": version, "passed": not problems, "problem": "; ".join(problems) or None,
+                          "latency_s": statistics.median(latencies) if latencies else None}}
+
+
 def validate(recipe: Recipe, *, output_dir: Path | str | None = None, progress: bool = True, events: EventSink | None = None) -> ValidateResult:
     """Load base and quantized in fresh processes, run modes and evals, gate, write metrics.
 
@@ -376,6 +394,8 @@ def validate(recipe: Recipe, *, output_dir: Path | str | None = None, progress: 
             timing = time_interleaved(jobs, results, work, work_root / "validate-timing.log", events)
         modes = {role: judge_modes(plan_, role, results[role]) for role in ROLES}
         modelm = {role: model_metrics(folders[role], results[role], modes[role], timing) for role in ROLES}
+        if manifest.format.startswith("gguf:"):
+            modelm["quantized"].runtimes.update(llama_cpp_runtime(out, plan_.mode_jobs, events))
         evals_, eval_samples, eval_errors = score_evals(recipe, plan_, results, out / ASSETS_DIR, work, reused, earlier_samples)
         for job, result in zip(plan_.eval_jobs, evals_):
             if not any(n.startswith("did not run") for n in result.notes):

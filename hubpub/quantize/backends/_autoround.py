@@ -49,6 +49,8 @@ class AutoRoundBackend:
     formats: tuple[str, ...] | None = None
     devices: tuple[str, ...] = ("cpu", "cuda")
     summary: str = ""
+    # GGUF k-quants: AutoRound is given the format's scheme (scheme="GGUF:Q4_K_M") instead of bits / group_size
+    honours_autoround_scheme: bool = True
 
     @property
     def rescales(self) -> bool:
@@ -70,7 +72,8 @@ class AutoRoundBackend:
         from auto_round import AWQConfig, RTNConfig, SignRoundConfig
 
         q = job.recipe.quantize
-        scheme = dict(bits=q.bits, group_size=q.group_size, sym=q.sym)
+        # a GGUF k-quant's scheme is AutoRound's own (super-blocks, per-tensor types): given whole, not as bits
+        scheme = {} if _format_scheme(job) else dict(bits=q.bits, group_size=q.group_size, sym=q.sym)
         s = job.settings.model_dump() if job.settings is not None else {}
         configs: list[Any] = []
         if "awq" in self.algorithms:
@@ -142,6 +145,8 @@ class AutoRoundBackend:
             self._check_awq_mappings(model, quantized_blocks[0] + ".0", samples, tokenizer, job)
         t = time.perf_counter()
         with step(job.events, STAGE, "quantize blocks", unit="block"), _plain_llm(model, q.split is None):
+            if _format_scheme(job):
+                kwargs["scheme"] = _format_scheme(job)
             rounder = AutoRound(
                 model, tokenizer, alg_configs=self.alg_configs(job), device_map=job.device, enable_torch_compile=False,
                 seed=q.seed, low_gpu_mem_usage=q.low_gpu_mem_usage, layer_config=plan.layer_config() or None, **kwargs,
@@ -191,6 +196,11 @@ class AutoRoundBackend:
 
         batches = -(-len(samples) // max(1, kwargs.get("batch_size", 1)))
         return CoverageCounter(model, plan.quantized, batches, blocks=plan.blocks, strict=job.strict)
+
+
+def _format_scheme(job: BackendJob) -> str | None:
+    """The AutoRound scheme the export format needs (GGUF k-quants), else None."""
+    return job.export.autoround_scheme if getattr(job.export, "needs_autoround_scheme", False) else None
 
 
 class _BlockEvents:

@@ -210,6 +210,11 @@ class GGUFExport:
         return self.name
 
     @property
+    def needs_autoround_scheme(self) -> bool:
+        """k-quants: AutoRound must quantize on the type's own scheme (super-blocks), not bits/group_size."""
+        return self.type.kquant
+
+    @property
     def autoround_scheme(self) -> str:
         """The scheme AutoRound quantizes on for this type (AutoRound(scheme=...))."""
         return f"GGUF:{self.type.label}"
