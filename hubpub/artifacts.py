@@ -126,6 +126,9 @@ class ModelMetrics(BaseModel):
     # other runtimes the modes ran in besides transformers, e.g. {"llama.cpp": {"version", "passed",
     # "problem", "latency_s"}} for a GGUF release when llama-cpp-python is installed
     runtimes: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # how latency was measured: "interleaved" (base and quantized alternating in one process),
+    # "separate" (each in its own worker), "failed" (the timing process failed; no latency); None before 0.2
+    latency_timing: str | None = None
 
 
 class ModeResult(BaseModel):

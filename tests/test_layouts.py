@@ -233,6 +233,8 @@ def test_subfolders_layout_is_one_commit(folder, tiny_qwen2, hub, token):
     asym_card = (out / "w4-g64-asym" / "README.md").read_text()
     assert f"[w4]({hub.endpoint}/alice/tiny-family/tree/main/w4)" in asym_card
     assert 'from_pretrained("alice/tiny-family", subfolder="w4-g64-asym")' in asym_card
+    # and the usage snippet loads it from there
+    assert 'AutoModelForCausalLM.from_pretrained(repo, subfolder="w4-g64-asym", device_map="auto")' in asym_card
     assert "family published:" in output and "(tag v1)" in output
     before = dict(hub.stats)
     again = release(path, hub)
@@ -252,6 +254,7 @@ def test_branches_layout_branch_per_variant(folder, tiny_qwen2, hub, token):
     w4_card = (out / "w4" / "README.md").read_text()
     assert f"[w4-g64-asym]({hub.endpoint}/alice/tiny-branches/tree/w4-g64-asym)" in w4_card
     assert 'from_pretrained("alice/tiny-branches", revision="w4")' in w4_card
+    assert 'AutoModelForCausalLM.from_pretrained(repo, revision="w4", device_map="auto")' in w4_card
     assert f"[w4]({hub.endpoint}/alice/tiny-branches/tree/w4)" in (out / "README.md").read_text()
     assert "family published:" in output
     before = dict(hub.stats)
