@@ -18,11 +18,11 @@ TASKS = Path(__file__).parent / "data" / "lm_eval_tasks"
 LIMIT = 10
 
 
-def dressed_as_output(model: Path, out: Path) -> Path:
+def dressed_as_output(model: Path, out: Path, task: str = "causal-lm", architecture: str = "Qwen2ForCausalLM") -> Path:
     """The base folder dressed as a hubpub output: base and 'quantized' are the same weights."""
     shutil.copytree(model, out)
     Manifest(hubpub_version="0.1.0", recipe_hash="e" * 64, source={"kind": "folder"}, model_name="tiny", model_type="qwen2",
-             architecture="Qwen2ForCausalLM", task="causal-lm", method="rtn", bits=4, group_size=32, sym=True, format="auto_round",
+             architecture=architecture, task=task, method="rtn", bits=4, group_size=32, sym=True, format="auto_round",
              iters=0, nsamples=8, seqlen=64, groups=[], tensors_before=0, tensors_after=0, linears_quantized=0, bytes_before=0,
              bytes_after=0, timings={}, versions={}, device="cpu").write(out / MANIFEST)
     return out
@@ -157,3 +157,22 @@ def test_an_eval_that_fails_keeps_the_others_and_the_rerun_reuses_them(tiny_qwen
     assert again.passed and again.metrics.evals[0] == ppl  # measured once, kept
     assert any(isinstance(e, Notice) and e.message.startswith("eval[0] (perplexity): reusing") for e in events)
     assert again.metrics.evals[1].details["table"][0]["recovery"] == 1.0
+
+
+def test_lm_eval_scores_the_text_path_of_an_image_text_model(tiny_llava, tmp_path, write_recipe):
+    """An image-text model (LLaVA): lm-eval's HFLM scores its text path on the loaded model; the
+    card's reproduction is that same call in Python (lm-eval's `hf` CLI model cannot load a VLM)."""
+    out = dressed_as_output(tiny_llava, tmp_path / "out", task="image-text-to-text",
+                            architecture="LlavaForConditionalGeneration")
+    path = write_recipe(recipe(tiny_llava, out, gates="min_recovery = 0.99\n").replace(
+        'prompt = "The function returns"', 'prompt = "Describe the picture."'))
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    metrics = Metrics.read(out / METRICS)
+    ev = next(e for e in metrics.evals if e.kind == "lm_eval")
+    row = ev.details["table"][0]
+    assert row["task"] == "hubpub_tiny_mc" and row["base"] == row["quantized"] and row["recovery"] == 1.0
+    assert ev.details["command_language"] == "python"
+    assert 'model = AutoModelForImageTextToText.from_pretrained(repo, dtype="auto")' in ev.details["command"]
+    assert "tasks=['hubpub_tiny_mc']" in ev.details["command"] and "limit=10" in ev.details["command"]
+    assert "TaskManager(include_path='lm_eval_tasks')" in ev.details["command"]

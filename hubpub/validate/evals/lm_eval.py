@@ -71,6 +71,7 @@ class LMEvalJob(BaseModel):
     limit: Optional[Union[int, float]] = None
     apply_chat_template: bool = False
     batch_size: Union[int, str] = 1
+    model_task: str = "causal-lm"  # "image-text-to-text": the text path of a VLM, scored through HFLM
 
 
 class TaskScore(BaseModel):
@@ -143,9 +144,10 @@ def _ignore_tags():  # type: ignore[no-untyped-def]
     return Loader
 
 
-def command(entry: LMEvalEntry, pretrained: str, include_path: Optional[str]) -> str:
+def command(entry: LMEvalEntry, pretrained: str, include_path: Optional[str], trust_remote_code: bool = False) -> str:
     """The ``lm_eval`` command that reproduces these numbers."""
-    args = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={pretrained},dtype=auto",
+    remote = ",trust_remote_code=True" if trust_remote_code else ""  # a model with its own code loads only so
+    args = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={pretrained},dtype=auto{remote}",
             "--tasks", ",".join(entry.tasks), "--batch_size", str(entry.batch_size)]
     if entry.num_fewshot is not None:
         args += ["--num_fewshot", str(entry.num_fewshot)]
@@ -156,6 +158,26 @@ def command(entry: LMEvalEntry, pretrained: str, include_path: Optional[str]) ->
     if include_path:
         args += ["--include_path", include_path]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def python_command(entry: LMEvalEntry, repo: str, include_path: Optional[str]) -> str:
+    """The lm-eval call that reproduces the numbers of an image-text model's text path."""
+    args = [f"tasks={list(entry.tasks)!r}", f"batch_size={entry.batch_size!r}"]
+    if entry.num_fewshot is not None:
+        args.append(f"num_fewshot={entry.num_fewshot}")
+    if entry.limit is not None:
+        args.append(f"limit={entry.limit!r}")
+    if entry.apply_chat_template:
+        args.append("apply_chat_template=True")
+    lines = ["from lm_eval import simple_evaluate", "from lm_eval.models.huggingface import HFLM"]
+    if include_path:
+        lines.append("from lm_eval.tasks import TaskManager")
+        args.append(f"task_manager=TaskManager(include_path={Path(include_path).name!r})")
+    lines += ["from transformers import AutoModelForImageTextToText, AutoTokenizer", "",
+              f"repo = {repo!r}", 'model = AutoModelForImageTextToText.from_pretrained(repo, dtype="auto")',
+              f'lm = HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(repo), backend="causal", batch_size={entry.batch_size!r})',
+              f"print(simple_evaluate(model=lm, {', '.join(a for a in args if not a.startswith('batch_size'))})[\"results\"])"]
+    return "\n".join(lines)
 
 
 @eval_kinds.register
@@ -180,8 +202,9 @@ class LMEval:
             import lm_eval  # noqa: F401
         except ImportError:
             raise ValidateError(f"{ctx.where('kind')}: lm_eval needs lm-evaluation-harness: pip install lm-eval") from None
-        if ctx.task != "causal-lm":
-            raise ValidateError(f"{ctx.where('kind')}: lm_eval runs on text (causal-lm) models; this model is {ctx.task}")
+        if ctx.task not in ("causal-lm", "image-text-to-text"):
+            raise ValidateError(f"{ctx.where('kind')}: lm_eval runs on text and image-text models (their text path);"
+                                f" this model is {ctx.task} (its own API): use its custom modes and evals instead")
         include = None
         if entry.include_path:
             folder = ctx.recipe.resolve(entry.include_path)
@@ -212,7 +235,8 @@ class LMEval:
                             " cache, and HF_HUB_OFFLINE=1; run once online (the dataset is then cached), or use a local task"
                             " through include_path")
         return LMEvalJob(tasks=entry.tasks, include_path=include, include_defaults=bool(needs_defaults), num_fewshot=entry.num_fewshot,
-                         limit=entry.limit, apply_chat_template=entry.apply_chat_template, batch_size=entry.batch_size)
+                         limit=entry.limit, apply_chat_template=entry.apply_chat_template, batch_size=entry.batch_size,
+                         model_task=ctx.task)
 
     def steps(self, job: LMEvalJob) -> int:
         return 1
@@ -291,8 +315,12 @@ class LMEval:
         include = entry.include_path
         result.details = {
             "table": table,
-            "command": command(entry, repo, include),
-            "command_base": command(entry, "<the BF16 base>", include),
+            # lm-eval's `hf` CLI model loads AutoModelForCausalLM, which an image-text model is not:
+            # for one the reproduction is the same HFLM call in Python, on the loaded model
+            "command": (command(entry, repo, include, ctx.recipe.model.trust_remote_code) if job.model_task == "causal-lm"
+                        else python_command(entry, repo, include)),
+            "command_language": "bash" if job.model_task == "causal-lm" else "python",
+            "command_base": command(entry, "<the BF16 base>", include, ctx.recipe.model.trust_remote_code),
             "lm_eval_version": outputs["quantized"].lm_eval_version,
             "num_fewshot": entry.num_fewshot,
             "limit": entry.limit,
