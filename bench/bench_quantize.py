@@ -63,7 +63,7 @@ BARE_ALG = textwrap.dedent('''
         kwargs = dict(dataset=data, nsamples=s["nsamples"], seqlen=s["seqlen"], batch_size=s["batch_size"])
     ar = AutoRound(model, tok, alg_configs=configs, device_map="cpu", enable_torch_compile=False, seed=s["seed"], **kwargs)
     ar.quantize()
-    ar.save_quantized(out, format="auto_round:auto_gptq")
+    ar.save_quantized(out, format="auto_round")
 ''')
 
 BARE = textwrap.dedent('''

@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests")]
+from recipe_parts import FAST_VALIDATE  # noqa: E402
 
 HEAD = """\
 output_dir = "out/{out}"
@@ -44,18 +45,7 @@ nsamples = 4
 seqlen = 32
 device = "cpu"
 
-[validate]
-device = "cpu"
-max_new_tokens = 4
-warmup_runs = 0
-latency_runs = 1
-
-[[eval]]
-kind = "perplexity"
-file = "builtin:pydoc"
-seqlen = 32
-max_samples = 2
-
+""" + FAST_VALIDATE + """
 [card]
 license = "apache-2.0"
 base_model = "test-org/tiny-qwen2"

@@ -122,3 +122,16 @@ def test_bootstrap_is_seeded_and_brackets_the_mean():
     b = bootstrap(lambda idx: sum(values[i] for i in idx) / len(idx), len(values), seed=3)
     assert a == b and a[0] < 0.5 < a[1]
     assert bootstrap(lambda idx: 1.0, 1) is None  # one item: no interval
+
+
+def test_evals_refuse_to_compare_models_that_tokenized_the_text_differently():
+    """A GGUF release carries its own tokenizer: if it splits the eval text differently from the
+    base's, per-token perplexity and KL would silently compare different tokens."""
+    from hubpub.errors import ValidateError
+    from hubpub.validate.evals.perplexity import WindowNLL, perplexity_result
+
+    base = WindowNLL(nll=[10.0], tokens=[31], ids_sha256="a" * 64)
+    with pytest.raises(ValidateError, match=r"^ppl: the base and the quantized model tokenized the eval text differently"):
+        perplexity_result("ppl", "perplexity", base, WindowNLL(nll=[11.0], tokens=[31], ids_sha256="b" * 64), seed=0)
+    same = perplexity_result("ppl", "perplexity", base, WindowNLL(nll=[11.0], tokens=[31], ids_sha256="a" * 64), seed=0)
+    assert same.metrics["perplexity"]["quantized"] > same.metrics["perplexity"]["base"]

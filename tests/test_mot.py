@@ -19,6 +19,7 @@ from hubpub.recipe import load_recipe
 from hubpub.release import release
 from hubserver import ALICE_TOKEN as TOKEN, start_devhub
 from mot_model import GEN_LINEARS, HOOK, UND_LINEARS
+from recipe_parts import FAST_VALIDATE
 
 REPO_ID = "alice/tiny-mot-awq"
 BLOCKS = "language_model.model.layers"
@@ -67,18 +68,7 @@ device = "cpu"
 blocks = ["{BLOCKS}"]
 keep_bf16 = {json.dumps(KEEP)}
 {hook_lines}{AWQ_MAPPINGS if mappings and method.startswith("awq") else ""}
-[validate]
-device = "cpu"
-max_new_tokens = 4
-warmup_runs = 0
-latency_runs = 1
-
-[[eval]]
-kind = "perplexity"
-file = "builtin:pydoc"
-seqlen = 32
-max_samples = 2
-
+{FAST_VALIDATE}
 [card]
 summary = "A tiny Lance-style mixture-of-transformers release."
 base_model = "test-org/tiny-mot"

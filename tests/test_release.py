@@ -18,6 +18,7 @@ from hubpub.hub._client import hub_client
 from hubpub.recipe import load_recipe
 from hubpub.release import STATE_FILE, release
 from hubserver import ALICE_TOKEN as TOKEN, start_devhub
+from recipe_parts import FAST_VALIDATE
 
 REPO_ID = "alice/tiny-int4"
 
@@ -38,18 +39,7 @@ seqlen = 32
 batch_size = 4
 device = "cpu"
 
-[validate]
-device = "cpu"
-max_new_tokens = 4
-warmup_runs = 0
-latency_runs = 1
-
-[[eval]]
-kind = "perplexity"
-file = "builtin:pydoc"
-seqlen = 32
-max_samples = 2
-
+""" + FAST_VALIDATE + """
 [card]
 template_dir = "my_templates"
 summary = "A tiny test release."

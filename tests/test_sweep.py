@@ -13,6 +13,7 @@ from hubpub.cli import cli
 from hubpub.errors import RecipeError
 from hubpub.recipe import load_recipe
 from hubpub.sweep import SweepError, pareto, parse_grid, plan, point_name
+from recipe_parts import FAST_VALIDATE
 
 RECIPE = """\
 # the sweep test recipe (this comment must survive the pick)
@@ -31,18 +32,7 @@ nsamples = 4
 seqlen = 32
 device = "cpu"
 
-[validate]
-device = "cpu"
-max_new_tokens = 4
-warmup_runs = 0
-latency_runs = 1
-
-[[eval]]
-kind = "perplexity"
-file = "builtin:pydoc"
-seqlen = 32
-max_samples = 2
-
+""" + FAST_VALIDATE + """
 [card]
 license = "apache-2.0"
 base_model = "test-org/tiny-qwen2"

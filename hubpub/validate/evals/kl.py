@@ -13,7 +13,7 @@ from typing import Any, Literal
 from ...artifacts import EvalResult, MetricInfo
 from ...errors import ValidateError
 from . import GateSpec, PrepareContext, ScoreContext, bootstrap, eval_kinds, load_texts
-from .perplexity import MAX_PPL_INCREASE, PPL, TextEntry, TextJob, WindowNLL, perplexity_result, window_nll
+from .perplexity import MAX_PPL_INCREASE, PPL, TextEntry, TextJob, WindowNLL, perplexity_result, same_tokens, window_nll
 
 KL_INFO = MetricInfo(label="Mean KL divergence", unit="", higher_is_better=False, digits=4, delta="absolute")
 TOP1 = MetricInfo(label="Top-1 agreement", unit="%", higher_is_better=True, digits=1, delta="points")
@@ -78,6 +78,7 @@ class KL:
         import numpy as np
 
         base, quant = outputs["base"], outputs["quantized"]
+        same_tokens(entry.label, base, quant)
         twin = any(e.kind == "perplexity" and entry.same_text(e) for e in ctx.all_entries)
         if twin:
             result = EvalResult(name=entry.label, kind=self.name)

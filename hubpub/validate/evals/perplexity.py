@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ...artifacts import EvalResult, MetricInfo
+from ...errors import ValidateError
 from ...recipe import EvalEntry
 from . import GateSpec, PrepareContext, ScoreContext, bootstrap, check_text_file, eval_kinds, load_texts
 
@@ -61,6 +62,9 @@ class WindowNLL(BaseModel):
     nll: list[float] = Field(default_factory=list)  # summed NLL per window
     tokens: list[int] = Field(default_factory=list)  # predicted tokens per window
     logprobs_file: Optional[str] = None
+    # sha256 of the token ids scored: base and quantized must score the same tokens (a GGUF release
+    # carries its own tokenizer; one that splits text differently would make every figure meaningless)
+    ids_sha256: Optional[str] = None
 
     def perplexity(self, idx: list[int] | None = None) -> float:
         idx = list(range(len(self.nll))) if idx is None else idx
@@ -75,7 +79,10 @@ def window_nll(model: Any, tokenizer: Any, job: TextJob, role: str, progress: An
 
     ids = tokenizer("\n\n".join(job.texts), return_tensors="pt")["input_ids"][0]
     windows = [ids[i : i + job.seqlen] for i in range(0, max(1, len(ids) - job.seqlen + 1), job.seqlen)][: job.max_samples]
-    out = WindowNLL()
+    import hashlib
+
+    out = WindowNLL(ids_sha256=hashlib.sha256(np.concatenate([w.numpy() for w in windows]).astype(np.int64).tobytes()).hexdigest()
+                    if windows else None)
     logprobs = []
     with torch.inference_mode():
         for window in windows:
@@ -95,7 +102,15 @@ def window_nll(model: Any, tokenizer: Any, job: TextJob, role: str, progress: An
     return out
 
 
+def same_tokens(name: str, base: WindowNLL, quant: WindowNLL) -> None:
+    """Both models scored the same token ids (else no per-token comparison means anything)."""
+    if base.ids_sha256 and quant.ids_sha256 and base.ids_sha256 != quant.ids_sha256:
+        raise ValidateError(f"{name}: the base and the quantized model tokenized the eval text differently (their tokenizers"
+                            " differ), so perplexity and KL would compare different tokens; ship the base's tokenizer with the release")
+
+
 def perplexity_result(name: str, kind: str, base: WindowNLL, quant: WindowNLL, seed: int) -> EvalResult:
+    same_tokens(name, base, quant)
     result = EvalResult(name=name, kind=kind, display={"perplexity": PPL})
     result.metrics["perplexity"] = {"base": base.perplexity(), "quantized": quant.perplexity()}
     n = min(len(base.nll), len(quant.nll))
