@@ -134,7 +134,7 @@ def _checked(call: Any, n: int, seqlen: int) -> dict[str, Any]:
     if tuple(ids.shape) != (1, seqlen):
         raise QuantizeError(f"{FIELD}: call {n} has input_ids of shape {tuple(ids.shape)}; each call must be one sample of"
                             f" quantize.seqlen = {seqlen} tokens, shape (1, {seqlen})")
-    return {k: v for k, v in call.items()}
+    return dict(call)
 
 
 def _first_line(exc: BaseException) -> str:
