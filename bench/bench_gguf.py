@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+from test_gguf import known_pre_tokenizer, make_gguf_qwen2  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -31,32 +32,7 @@ DEFAULT_TYPES = "q4_0,q4_1,q8_0,q4_k_m,q3_k_m,q2_k_s"
 
 
 def tiny_model(root: Path) -> Path:
-    from test_gguf import make_gguf_qwen2
-
     return make_gguf_qwen2(root / "base", steps=100)
-
-
-def allow_tiny_tokenizer(model_dir: Path) -> None:
-    """As tests/test_gguf.py: the converter does not know a tiny trained tokenizer's pre-tokenizer;
-    for exactly that vocabulary it is told "gpt2" (its byte-level pre-tokenizer). Real models are
-    left to the converter's own table."""
-    from auto_round.export.export_to_gguf.llama_cpp_conversion import get_conversion
-    from transformers import AutoTokenizer
-
-    get_conversion(model_dir)
-    base = sys.modules["conversion.base"].TextModel
-    original = base.get_vocab_base_pre
-    expected = AutoTokenizer.from_pretrained(model_dir).get_vocab()
-
-    def pre(self, tokenizer):  # type: ignore[no-untyped-def]
-        try:
-            return original(self, tokenizer)
-        except NotImplementedError:
-            if tokenizer.get_vocab() != expected:
-                raise
-            return "gpt2"
-
-    base.get_vocab_base_pre = pre
 
 
 def export(model_dir: Path, gguf_type: str, out: Path) -> tuple[Path, float]:
@@ -106,7 +82,7 @@ def main() -> None:
     os.environ.setdefault("AR_WORK_SPACE", str(work / "ar"))
     model_dir = args.model or tiny_model(work)
     if args.model is None:
-        allow_tiny_tokenizer(model_dir)
+        known_pre_tokenizer(model_dir)  # as tests/test_gguf.py: the tiny vocabulary's pre-tokenizer is qwen2's
     base_bytes = sum(r.nbytes for r in tensor_refs(model_dir).values())
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -77,23 +77,22 @@ def gguf_qwen2(tmp_path_factory) -> Path:
     return make_gguf_qwen2(tmp_path_factory.mktemp("gguf") / "qwen2")
 
 
-@pytest.fixture(scope="module")
-def tiny_pre_tokenizer(gguf_qwen2):
+def known_pre_tokenizer(model_dir: Path):  # type: ignore[no-untyped-def]
     """llama.cpp's converter knows a BPE tokenizer by the hash of its pre-tokenizer's output on a
     test text, which depends on the vocabulary: the tiny trained one is in no table. For THIS
-    fixture's vocabulary only, the converter is told "qwen2" (the pre-tokenizer it is built with);
-    any other tokenizer still gets the converter's own answer."""
+    vocabulary only, the converter is told "qwen2" (the pre-tokenizer build_qwen2_tokenizer uses);
+    any other tokenizer still gets the converter's own answer. Returns the undo."""
     from auto_round.export.export_to_gguf.llama_cpp_conversion import get_conversion
 
     from hubpub.quantize.formats.gguf import apply_gguf_shim
 
     apply_gguf_shim()
-    get_conversion(gguf_qwen2)  # imports the converter package (cached by auto-round from now on)
+    get_conversion(model_dir)  # imports the converter package (cached by auto-round from now on)
     from transformers import AutoTokenizer
 
     base = sys.modules["conversion.base"].TextModel
     original = base.get_vocab_base_pre
-    expected = AutoTokenizer.from_pretrained(gguf_qwen2).get_vocab()
+    expected = AutoTokenizer.from_pretrained(model_dir).get_vocab()
 
     def pre(self, tokenizer):  # type: ignore[no-untyped-def]
         try:
@@ -103,9 +102,15 @@ def tiny_pre_tokenizer(gguf_qwen2):
                 raise
             return "qwen2"
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(base, "get_vocab_base_pre", pre)
-        yield
+    base.get_vocab_base_pre = pre
+    return lambda: setattr(base, "get_vocab_base_pre", original)
+
+
+@pytest.fixture(scope="module")
+def tiny_pre_tokenizer(gguf_qwen2):
+    undo = known_pre_tokenizer(gguf_qwen2)
+    yield
+    undo()
 
 
 def recipe_for(root: Path, source: Path, fmt: str, extra: str = "") -> Path:

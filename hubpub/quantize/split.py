@@ -113,11 +113,16 @@ def sub_config(full_config: dict[str, Any], config_key: str | None, architecture
         # text-only positions make multimodal RoPE equal to plain RoPE
         sub["rope_parameters"] = {"rope_type": "default", "rope_theta": rope.get("rope_theta", sub.get("rope_theta", 10000.0))}
         sub.pop("rope_scaling", None)
+    _inherit(sub, full_config)
+    return sub
+
+
+def _inherit(sub: dict[str, Any], full_config: dict[str, Any]) -> None:
+    """What a standalone decoder's config takes from the full model's, and its dtype."""
     for inherited in ("tie_word_embeddings", "eos_token_id", "pad_token_id", "bos_token_id"):
         if inherited not in sub and inherited in full_config:
             sub[inherited] = full_config[inherited]
     sub["dtype"] = "bfloat16"
-    return sub
 
 
 def _code_module(full_config: dict[str, Any], base_dir: Path, arch: str) -> str | None:
@@ -160,10 +165,7 @@ def _custom_sub_config(full_config: dict[str, Any], sub: dict[str, Any], arch: s
         if not config_cls.__module__.startswith("transformers."):
             out["auto_map"]["AutoConfig"] = f"{config_module}.{config_cls.__name__}"
         out["model_type"] = config_cls.model_type or out.get("model_type")
-    for inherited in ("tie_word_embeddings", "eos_token_id", "pad_token_id", "bos_token_id"):
-        if inherited not in out and inherited in full_config:
-            out[inherited] = full_config[inherited]
-    out["dtype"] = "bfloat16"
+    _inherit(out, full_config)
     return out
 
 
